@@ -1,0 +1,44 @@
+"""The verl plugin: importing this module registers everything calibrl adds to verl.
+
+verl imports it in every process (driver, TaskRunner, agent-loop and FSDP workers) by either
+mechanism:
+
+- the ``verl.plugins`` entry point declared in ``setup.py`` (automatic on ``import verl``);
+- ``VERL_USE_EXTERNAL_MODULES=calibrl_ext.plugin`` (explicit; use it for multi-node runs through
+  ``ray_kwargs.ray_init.runtime_env.env_vars`` if the package is not installed on every node).
+
+verl swallows an exception raised by an entry-point plugin (it logs at DEBUG level and goes on), which
+would leave a run without its losses and fail much later with "Unsupported loss mode". So a failure
+here is logged at ERROR level with the module that failed before it propagates.
+
+Importing twice is harmless: every registration is idempotent (same name, same object).
+"""
+
+import importlib
+import logging
+
+logger = logging.getLogger(__name__)
+
+#: Modules whose import registers something with verl, in dependency order.
+REGISTRATION_MODULES: tuple[str, ...] = (
+    "calibrl_ext.verl_losses",  # policy losses: calibrl, luffy, rlplus
+    "calibrl_ext.verl_advantage",  # advantage estimator: calibrl
+)
+
+
+def _register_all() -> None:
+    for module_name in REGISTRATION_MODULES:
+        try:
+            importlib.import_module(module_name)
+        except Exception:
+            logger.error(
+                "calibrl plugin: importing %s failed, so calibrl is NOT registered with verl in this process "
+                "(pid-local). Reinstall with `pip install -e .` in this environment and check that verl==0.9.1 "
+                "imports.",
+                module_name,
+                exc_info=True,
+            )
+            raise
+
+
+_register_all()
