@@ -1,0 +1,229 @@
+"""verl glue for the policy losses: ``calibrl``, ``luffy`` and ``rlplus`` in verl's policy-loss registry.
+
+How the per-row CalibRL inputs reach a registered loss
+------------------------------------------------------
+verl's registry functions see only ``old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+rollout_is_weights`` (``verl/workers/utils/losses.py::ppo_loss``). CalibRL also needs, per row, the expert baseline
+b_t, the pass sign s_i, where the term applies and which rows are expert rows. The driver writes them into the
+batch (field names in :data:`BATCH_FIELDS`); :func:`calibrl_actor_loss` - installed on the actor with
+``actor_rollout_wg.set_loss_fn`` - reads them from the micro-batch, makes them visible to the registered loss for
+the duration of one ``ppo_loss`` call (a context variable), and reports the loss parts as verl metrics.
+Everything else (entropy bonus, KL loss, rollout-correction weights, micro-batch-invariant aggregation through
+``agg_loss`` with ``config.global_batch_info``) is verl's own ``ppo_loss`` / ``compute_policy_loss_vanilla``.
+
+A fork that builds its own batches calls the same pieces: see ``docs/verl_fork.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Any, Optional
+
+import torch
+from tensordict import TensorDict
+from verl.trainer.ppo.core_algos import agg_loss, compute_policy_loss_vanilla, register_policy_loss
+from verl.utils.metric import AggregationType, Metric
+from verl.workers.utils.losses import ppo_loss
+
+from calibrl_ext import core
+from calibrl_ext.config import calibrl_settings
+
+#: Batch fields the driver writes for the actor update (per row; ``[T]`` fields are nested, response-aligned).
+EXPERT_BASELINE = "calibrl_expert_baseline"  # [T] float: b_t (zeros where no expert / past the expert's length)
+CALIBRATION_MASK = "calibrl_calibration_mask"  # [T] float: 1 where the calibration term applies
+PASSED = "calibrl_passed"  # [] bool: s_i > 0
+IS_EXPERT = "calibrl_is_expert"  # [] bool: expert row (trained only by luffy / rlplus)
+BATCH_FIELDS = (EXPERT_BASELINE, CALIBRATION_MASK, PASSED, IS_EXPERT)
+
+_REQUIRED_FIELDS = {"calibrl": (EXPERT_BASELINE, PASSED), "luffy": (IS_EXPERT,), "rlplus": (IS_EXPERT,)}
+
+_micro_batch_extras: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.ContextVar(
+    "calibrl_micro_batch_extras", default=None
+)
+
+
+class MissingBatchFieldError(KeyError):
+    """A registered calibrl loss ran without the per-row fields the driver must provide."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@contextlib.contextmanager
+def micro_batch_extras(**tensors: torch.Tensor):
+    """Make padded per-row tensors (keys: :data:`BATCH_FIELDS`) visible to the registered losses.
+
+    Yields a dict into which the registered loss writes its parts (``pg_loss``, ``calibration_loss``, ...), so the
+    caller can report them. Rows must be in the same order as the ``log_prob`` the loss receives.
+    """
+    parts: dict[str, torch.Tensor] = {}
+    token = _micro_batch_extras.set({"tensors": tensors, "parts": parts})
+    try:
+        yield parts
+    finally:
+        _micro_batch_extras.reset(token)
+
+
+def _extras(loss_mode: str) -> dict[str, Any]:
+    extras = _micro_batch_extras.get()
+    required = _REQUIRED_FIELDS[loss_mode]
+    missing = [name for name in required if extras is None or name not in extras["tensors"]]
+    if missing:
+        raise MissingBatchFieldError(
+            f"policy loss '{loss_mode}' needs the per-row batch fields {missing}, which verl's stock ppo_loss does "
+            "not provide. Run it through the CalibRL trainer (trainer.v1.trainer_mode=calibrl, recipe/calibrl) or, "
+            "in your own trainer, write those fields into the batch and install "
+            "calibrl_ext.verl_losses.calibrl_actor_loss with actor_rollout_wg.set_loss_fn (docs/verl_fork.md)."
+        )
+    return extras
+
+
+@register_policy_loss("calibrl")
+def compute_policy_loss_calibrl(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config=None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """CalibRL loss: verl's dual-clip PPO + lambda * agg(|A| * LeakyReLU_alpha(-s (l - b))) (METHOD §3).
+
+    All tensors ``(bs, response_length)``. The PPO part is verl's ``vanilla`` loss (same clipping, rollout
+    correction and aggregation); the calibration term comes from :func:`calibrl_ext.core.calibration_term` and is
+    aggregated by verl's ``agg_loss`` with ``config.global_batch_info`` over the same tokens.
+    """
+    settings = calibrl_settings(config)
+    extras = _extras("calibrl")
+    tensors = extras["tensors"]
+    on_policy = response_mask.bool()
+    if IS_EXPERT in tensors:
+        on_policy = on_policy & ~tensors[IS_EXPERT].bool().unsqueeze(-1)
+    pg_loss, pg_metrics = compute_policy_loss_vanilla(
+        old_log_prob=old_log_prob,
+        log_prob=log_prob,
+        advantages=advantages,
+        response_mask=on_policy,
+        loss_agg_mode=loss_agg_mode,
+        config=config,
+        rollout_is_weights=rollout_is_weights,
+    )
+    term_mask = on_policy
+    if CALIBRATION_MASK in tensors:
+        term_mask = term_mask & tensors[CALIBRATION_MASK].bool()
+    calibration = core.calibration_term(
+        log_prob,
+        tensors[EXPERT_BASELINE],
+        advantages,
+        tensors[PASSED],
+        activation=settings.activation,
+        alpha=settings.alpha,
+        huber_delta=settings.huber_delta,
+        weight_by_abs_advantage=settings.weight_by_abs_advantage,
+        mask=term_mask,
+    )
+    calibration_loss = agg_loss(
+        loss_mat=calibration, loss_mask=on_policy, loss_agg_mode=loss_agg_mode, **config.global_batch_info
+    )
+    extras["parts"].update(pg_loss=pg_loss.detach(), calibration_loss=calibration_loss.detach())
+    return pg_loss + settings.lam * calibration_loss, pg_metrics
+
+
+def _hybrid_loss(
+    expert_loss: str,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str,
+    config,
+    rollout_is_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    settings = calibrl_settings(config)
+    extras = _extras(expert_loss)
+    expert_rows = extras["tensors"][IS_EXPERT].bool().unsqueeze(-1)
+    on_policy = response_mask.bool() & ~expert_rows
+    expert_tokens = response_mask.bool() & expert_rows
+    pg_loss, pg_metrics = compute_policy_loss_vanilla(
+        old_log_prob=old_log_prob,
+        log_prob=log_prob,
+        advantages=advantages,
+        response_mask=on_policy,
+        loss_agg_mode=loss_agg_mode,
+        config=config,
+        rollout_is_weights=rollout_is_weights,
+    )
+    safe_new = torch.where(expert_tokens, log_prob, torch.zeros_like(log_prob))
+    safe_old = torch.where(expert_tokens, old_log_prob, torch.zeros_like(old_log_prob))
+    expert_adv = core.guard_expert_advantage(
+        torch.where(expert_tokens, advantages, torch.zeros_like(advantages)), settings.expert_adv_clip
+    )
+    if expert_loss == "luffy":
+        off_policy = core.luffy_expert_token_loss(safe_new, expert_adv, settings.luffy_gamma)
+    else:
+        off_policy = core.rlplus_expert_token_loss(safe_new, safe_old, expert_adv)
+    # With verl's global batch info both parts are normalised by the same global counts, so their sum equals one
+    # aggregation of the combined per-token loss over on-policy and expert tokens (agg_loss is additive over
+    # disjoint rows).
+    expert_part = agg_loss(
+        loss_mat=off_policy, loss_mask=expert_tokens, loss_agg_mode=loss_agg_mode, **config.global_batch_info
+    )
+    extras["parts"].update(pg_loss=pg_loss.detach(), **{f"{expert_loss}_expert_loss": expert_part.detach()})
+    return pg_loss + expert_part, pg_metrics
+
+
+@register_policy_loss("luffy")
+def compute_policy_loss_luffy(
+    old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
+):
+    """LUFFY baseline (METHOD §5): PPO on on-policy tokens, -A_e p/(p+gamma) on expert tokens. ``(bs, T)``."""
+    return _hybrid_loss(
+        "luffy", old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights
+    )
+
+
+@register_policy_loss("rlplus")
+def compute_policy_loss_rlplus(
+    old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
+):
+    """RL-PLUS baseline as released (METHOD §5): PPO on on-policy tokens, the RL-PLUS loss on expert tokens."""
+    return _hybrid_loss(
+        "rlplus", old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights
+    )
+
+
+def read_batch_extras(data: TensorDict) -> dict[str, torch.Tensor]:
+    """The :data:`BATCH_FIELDS` present in a micro-batch, padded like verl pads ``old_log_probs``.
+
+    Returns:
+        dict of ``(bs, response_length)`` tensors for the ``[T]`` fields and ``(bs,)`` for the per-row flags.
+    """
+    present = [name for name in BATCH_FIELDS if name in data.keys()]
+    if not present:
+        return {}
+    selected = data.select("response_mask", *present).to_padded_tensor()
+    return {name: selected[name] for name in present}
+
+
+def calibrl_actor_loss(config, model_output, data: TensorDict, dp_group=None):
+    """Actor loss for ``set_loss_fn``: verl's ``ppo_loss`` with the CalibRL batch fields made visible.
+
+    Args:
+        config: verl ``ActorConfig`` (its ``policy_loss.loss_mode`` selects calibrl / luffy / rlplus / any verl mode).
+        model_output: the engine's output (``log_probs`` nested, ``entropy`` optional).
+        data: the micro-batch TensorDict, including the :data:`BATCH_FIELDS` written by the driver.
+        dp_group: data-parallel group (passed through).
+
+    Returns:
+        ``(loss, metrics)`` as verl's ``ppo_loss``; ``actor/pg_loss`` is the PPO part alone and the calibration /
+        expert parts are reported as ``actor/calibration_loss``, ``actor/luffy_expert_loss``,
+        ``actor/rlplus_expert_loss`` (each before its weight lambda), aggregated like ``actor/pg_loss``.
+    """
+    with micro_batch_extras(**read_batch_extras(data)) as parts:
+        loss, metrics = ppo_loss(config, model_output, data, dp_group)
+    aggregation = metrics["actor/pg_loss"].aggregation if "actor/pg_loss" in metrics else AggregationType.MEAN
+    for name, value in parts.items():
+        metrics[f"actor/{name}"] = Metric(value=value, aggregation=aggregation)
+    return loss, metrics
