@@ -258,9 +258,9 @@ def calibration_mask(
 # --------------------------------------------------------------------------------------------------------------------
 def _activation(x: torch.Tensor, activation: str, alpha: float, huber_delta: float) -> torch.Tensor:
     if activation == "leaky_relu":
-        return torch.where(x >= 0, x, alpha * x)
+        return torch.nn.functional.leaky_relu(x, negative_slope=alpha)
     if activation == "relu":
-        return torch.clamp(x, min=0)
+        return torch.relu(x)
     if activation == "sigmoid":
         return torch.sigmoid(x)
     if activation == "tanh":
@@ -271,6 +271,10 @@ def _activation(x: torch.Tensor, activation: str, alpha: float, huber_delta: flo
         magnitude = x.abs()
         return torch.where(magnitude <= huber_delta, 0.5 * x * x, huber_delta * (magnitude - 0.5 * huber_delta))
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+#: Activations with phi(0) != 0: their output must be masked explicitly (the others give 0 on zeroed inputs).
+_NONZERO_AT_ZERO = ("sigmoid",)
 
 
 def _row_vector(x: torch.Tensor | Sequence, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -308,28 +312,30 @@ def calibration_term(
         alpha: LeakyReLU negative slope (paper: 0.5).
         huber_delta: Huber transition point (only for ``huber``).
         weight_by_abs_advantage: multiply by |A_i| (paper: on). Off gives weight 1 per token.
-        mask: optional ``[N, T]``; positions where it is 0 return exactly 0 (so ``-inf``/NaN log-probs at padding
-            never produce NaN, also not in the gradient).
+        mask: optional ``[N, T]``; positions where it is 0 return exactly 0 and may hold any value (``-inf``/NaN
+            log-probs at padding produce no NaN, also not in the gradient). Non-finite values INSIDE the mask are
+            a caller bug and propagate.
 
     Returns:
         ``[N, T]`` per-token term, dtype of ``log_probs``.
     """
     if log_probs.shape != baseline.shape:
         raise ValueError(f"log_probs {tuple(log_probs.shape)} and baseline {tuple(baseline.shape)} must match")
-    valid = torch.isfinite(log_probs) & torch.isfinite(baseline)
-    if mask is not None:
-        valid = valid & mask.bool()
-    zeros = torch.zeros_like(log_probs)
-    safe_log_probs = torch.where(valid, log_probs, zeros)
-    safe_baseline = torch.where(valid, baseline.detach().to(log_probs.dtype), zeros)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     sign = torch.where(_row_vector(passed, log_probs, "passed").bool(), 1.0, -1.0).to(log_probs.dtype)
-    x = -sign * (safe_log_probs - safe_baseline)
+    x = (baseline.detach().to(log_probs.dtype) - log_probs) * sign
+    if mask is not None:
+        # One select on x makes masked positions exactly 0 in the forward pass; the backward of the subtraction and
+        # the product above is value-independent, so -inf/NaN padding cannot leak into the gradient either.
+        valid = mask.bool()
+        x = torch.where(valid, x, torch.zeros((), dtype=x.dtype))
     shaped = _activation(x, activation, alpha, huber_delta)
     if weight_by_abs_advantage:
-        weight = _row_vector(advantages, log_probs, "advantages").detach().abs().to(log_probs.dtype)
-        weight = torch.nan_to_num(weight, nan=0.0, posinf=0.0, neginf=0.0)
-        shaped = shaped * weight
-    return torch.where(valid, shaped, zeros)
+        shaped = shaped * _row_vector(advantages, log_probs, "advantages").detach().abs().to(log_probs.dtype)
+    if mask is not None and activation in _NONZERO_AT_ZERO:
+        shaped = shaped * valid
+    return shaped
 
 
 # --------------------------------------------------------------------------------------------------------------------

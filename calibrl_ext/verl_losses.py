@@ -110,9 +110,14 @@ def compute_policy_loss_calibrl(
         config=config,
         rollout_is_weights=rollout_is_weights,
     )
-    term_mask = on_policy
+    # Float masks: on CPU a multiply by a float mask is several times cheaper than by a bool one.
+    on_policy_weight = on_policy.to(log_prob.dtype)
+    term_weight = on_policy_weight
     if CALIBRATION_MASK in tensors:
-        term_mask = term_mask & tensors[CALIBRATION_MASK].bool()
+        term_weight = term_weight * tensors[CALIBRATION_MASK].to(log_prob.dtype)
+    # verl pads log_prob and our fields with zeros, so the inputs are finite everywhere: the term needs no select
+    # of its own; multiplying by the term mask zeroes it where it is off, and agg_loss normalises over every
+    # on-policy token (G = 0 counts as a token, as in the released code).
     calibration = core.calibration_term(
         log_prob,
         tensors[EXPERT_BASELINE],
@@ -122,10 +127,12 @@ def compute_policy_loss_calibrl(
         alpha=settings.alpha,
         huber_delta=settings.huber_delta,
         weight_by_abs_advantage=settings.weight_by_abs_advantage,
-        mask=term_mask,
     )
     calibration_loss = agg_loss(
-        loss_mat=calibration, loss_mask=on_policy, loss_agg_mode=loss_agg_mode, **config.global_batch_info
+        loss_mat=calibration * term_weight,
+        loss_mask=on_policy_weight,
+        loss_agg_mode=loss_agg_mode,
+        **config.global_batch_info,
     )
     extras["parts"].update(pg_loss=pg_loss.detach(), calibration_loss=calibration_loss.detach())
     return pg_loss + settings.lam * calibration_loss, pg_metrics

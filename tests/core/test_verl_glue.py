@@ -45,20 +45,24 @@ def test_registries_hold_calibrl_and_keep_verls_own_entries():
     assert all(fn.__module__.startswith("verl.") for name, fn in ADV_ESTIMATOR_REGISTRY.items() if name != "calibrl")
 
 
-def test_actor_loss_through_verl_ppo_loss_equals_core(actor_config, micro_batch):
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+def test_actor_loss_through_verl_ppo_loss_equals_core(actor_config, micro_batch, loss_agg_mode):
     """calibrl_actor_loss (verl's ppo_loss + registered 'calibrl' loss) gives the same loss and gradient as
-    core.calibrl_policy_loss on the same padded rows, and reports the two parts separately."""
+    core.calibrl_policy_loss on the same padded rows, also with a calibration mask that ends inside a row
+    (beyond_expert=drop), and reports the two parts separately."""
     rows = _rows()
+    rows[verl_losses.CALIBRATION_MASK][0, 3:] = 0.0
     on_policy = rows["response_mask"] * (~rows[verl_losses.IS_EXPERT]).float()[:, None]
     info = _global_info(rows, on_policy)
+    info["global_batch_size"] = int(on_policy.any(-1).sum())
     data, output = micro_batch(rows, PROMPT_LENS, info)
-    loss, metrics = verl_losses.calibrl_actor_loss(actor_config(), output, data)
+    loss, metrics = verl_losses.calibrl_actor_loss(actor_config(loss_agg_mode=loss_agg_mode), output, data)
     (grad,) = torch.autograd.grad(loss, rows["log_probs"])
 
     expected, parts = core.calibrl_policy_loss(
         rows["old_log_probs"], rows["log_probs"], rows["advantages"], rows["response_mask"],
         rows[verl_losses.EXPERT_BASELINE], rows[verl_losses.PASSED], rows[verl_losses.IS_EXPERT],
-        calibration_token_mask=rows[verl_losses.CALIBRATION_MASK],
+        calibration_token_mask=rows[verl_losses.CALIBRATION_MASK], loss_agg_mode=loss_agg_mode,
         batch_num_tokens=info["batch_num_tokens"], global_batch_size=info["global_batch_size"],
     )  # fmt: skip
     (expected_grad,) = torch.autograd.grad(expected, rows["log_probs"])
