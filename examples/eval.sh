@@ -179,6 +179,11 @@ OVERRIDES=(
   data.train_batch_size=1
   actor_rollout_ref.actor.ppo_mini_batch_size=1
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1
+  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=1
+  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=1
+  actor_rollout_ref.actor.use_kl_loss=False
+  # no critic: verl's default estimator (gae) would build one for a val-only run
+  algorithm.adv_estimator=grpo
   "data.max_prompt_length=$MAX_PROMPT_LENGTH"
   "data.max_response_length=$MAX_RESPONSE_LENGTH"
   # overlong prompts are dropped (the report counts them as missing, hence wrong) instead of failing the run
