@@ -1,0 +1,148 @@
+"""Driver-side CalibRL: from one old-log-prob pass over on-policy and expert rows to the per-row loss inputs.
+
+The actor never sees a whole group (verl reorders, pads and shuffles rows before the update), so everything that
+crosses rows is materialised here, per row, before the expert rows leave the batch (METHOD §2, §3):
+
+- ``baseline`` b_t: the expert's l^old by position (0 past its length, 0 without an expert);
+- ``calibration_mask``: where the term applies (groups with a kept expert inside the pass-rate window, on-policy
+  rows only, and with ``beyond_expert=drop`` not past the expert's length);
+- ``passed`` s_i: reward > ``pass_threshold``.
+
+All inputs are padded ``[N, T]`` / ``[N]`` tensors in one batch order; pad rows (verl's upsampling) count as
+neither on-policy nor expert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from calibrl_ext import core
+from recipe.calibrl.schedule import groups_in_pass_rate_window
+
+
+@dataclass
+class CalibrationFields:
+    """Per-row loss inputs and the group facts the metrics report. Shapes: ``[N, T]`` and ``[N]``."""
+
+    baseline: torch.Tensor
+    calibration_mask: torch.Tensor
+    passed: torch.Tensor
+    group_has_expert: torch.Tensor
+    group_in_window: torch.Tensor
+    group_pass_rate: torch.Tensor
+    group_codes: torch.Tensor
+
+
+def compute_calibration_fields(
+    old_log_probs: torch.Tensor,
+    response_mask: torch.Tensor,
+    scores: torch.Tensor,
+    uids: Sequence[str] | np.ndarray,
+    is_expert: torch.Tensor,
+    is_pad: torch.Tensor,
+    pass_threshold: float,
+    beyond_expert: str,
+    pass_rate_window: tuple[float, float],
+) -> CalibrationFields:
+    """Compute b_t, the calibration mask and s_i for every row.
+
+    Args:
+        old_log_probs: ``[N, T]`` l^old from the one old-log-prob pass (on-policy and expert rows).
+        response_mask: ``[N, T]``.
+        scores: ``[N]`` rewards r_i (sum of ``rm_scores``).
+        uids: ``[N]`` prompt ids (pad rows have their own).
+        is_expert: ``[N]`` bool expert rows.
+        is_pad: ``[N]`` bool pad rows from verl's upsampling.
+        pass_threshold: s_i = +1 iff r_i > pass_threshold (released 0.1).
+        beyond_expert: ``zero_baseline`` | ``drop`` (METHOD §7.7).
+        pass_rate_window: ``(low, high)`` on the group's on-policy pass rate.
+
+    Returns:
+        :class:`CalibrationFields`.
+    """
+    is_expert = is_expert.bool()
+    is_pad = is_pad.bool()
+    codes = core.encode_groups(uids)
+    passed = scores > pass_threshold
+    baseline = core.expert_baseline(old_log_probs, response_mask, codes, is_expert)
+    mask = core.calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
+    on_policy = ~is_expert & ~is_pad
+    rate, in_window = groups_in_pass_rate_window(passed, codes, on_policy, pass_rate_window)
+    num_groups = int(codes.max().item()) + 1 if codes.numel() else 0
+    experts_per_group = torch.zeros(num_groups, dtype=torch.long).index_add_(0, codes, is_expert.long())
+    has_expert = experts_per_group[codes] > 0
+    keep = (in_window & ~is_pad).unsqueeze(-1).to(mask.dtype)
+    return CalibrationFields(
+        baseline=baseline,
+        calibration_mask=mask * keep,
+        passed=passed,
+        group_has_expert=has_expert,
+        group_in_window=in_window,
+        group_pass_rate=rate,
+        group_codes=codes,
+    )
+
+
+def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    mask = mask.float()
+    total = mask.sum()
+    return float((values.float() * mask).sum() / total) if total > 0 else float("nan")
+
+
+def calibration_metrics(
+    fields: CalibrationFields,
+    old_log_probs: torch.Tensor,
+    entropy: torch.Tensor,
+    response_mask: torch.Tensor,
+    is_expert: torch.Tensor,
+    is_pad: torch.Tensor,
+    expert_truncated: torch.Tensor,
+    groups_offered_expert: int,
+    groups_with_solution: int,
+) -> dict[str, float]:
+    """The ``calibrl/*`` step metrics (see recipe/calibrl/README.md, "Logged metrics").
+
+    Args:
+        fields: from :func:`compute_calibration_fields` on the same rows.
+        old_log_probs, entropy, response_mask: ``[N, T]``.
+        is_expert, is_pad, expert_truncated: ``[N]`` bool.
+        groups_offered_expert: prompts that got an expert row this step (after warm-up and keep probability).
+        groups_with_solution: prompts of the step whose dataset row has an expert solution.
+    """
+    is_expert, is_pad = is_expert.bool(), is_pad.bool()
+    on_policy = ~is_expert & ~is_pad
+    on_tokens = response_mask.bool() & on_policy.unsqueeze(-1)
+    expert_tokens = response_mask.bool() & is_expert.unsqueeze(-1)
+    calibrated = fields.calibration_mask.bool() & on_tokens
+    above = old_log_probs > fields.baseline
+    passed_rows = fields.passed.unsqueeze(-1)
+    metrics: dict[str, float] = {}
+    for tag, rows in (("passed", passed_rows), ("failed", ~passed_rows)):
+        selected = calibrated & rows
+        count = int(selected.sum())
+        metrics[f"calibrl/frac_above_baseline_{tag}"] = float((above & selected).sum()) / count if count else 0.0
+        metrics[f"calibrl/frac_below_baseline_{tag}"] = float((~above & selected).sum()) / count if count else 0.0
+    prompt_groups = int(torch.unique(fields.group_codes[on_policy]).numel())
+    expert_rows = int(is_expert.sum())
+    calibrated_groups = int((fields.group_has_expert & fields.group_in_window & is_expert).sum())
+    metrics.update(
+        {
+            "calibrl/entropy_on_policy": _token_mean(entropy, on_tokens),
+            "calibrl/expert_entropy": _token_mean(entropy, expert_tokens),
+            "calibrl/expert_log_prob": _token_mean(old_log_probs, expert_tokens),
+            "calibrl/expert_pass_rate": float(fields.passed[is_expert].float().mean()) if expert_rows else 0.0,
+            "calibrl/expert_truncated_frac": float(expert_truncated[is_expert].float().mean()) if expert_rows else 0.0,
+            "calibrl/expert_rows": float(expert_rows),
+            "calibrl/expert_kept_rate": groups_offered_expert / groups_with_solution if groups_with_solution else 0.0,
+            "calibrl/groups_with_expert_solution": float(groups_with_solution),
+            "calibrl/groups_without_expert": float(prompt_groups - expert_rows),
+            "calibrl/groups_calibrated": float(calibrated_groups),
+            "calibrl/groups_outside_pass_window": float(expert_rows - calibrated_groups),
+            "calibrl/calibrated_token_frac": float(calibrated.sum()) / max(int(on_tokens.sum()), 1),
+        }
+    )
+    return metrics

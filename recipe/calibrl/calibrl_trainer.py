@@ -1,0 +1,368 @@
+"""The CalibRL trainer: verl 0.9.1's v1 sync PPO trainer with expert rows (``trainer.v1.trainer_mode=calibrl``).
+
+One training step (``_step_once``), with the verl pitfalls each line avoids (docs: recipe/calibrl/README.md,
+``../shared/docs/verl_notes/v1_trainer_map.md``):
+
+1. generation: every prompt scheduled for an expert row runs the ``calibrl_expert`` agent loop with ``n + 1``
+   sessions (``_next_train_batch``); session ``n`` is the expert, scored by the reward function like a rollout.
+2. the group pass-rate window is applied as soon as rewards exist: expert rows of groups outside it are removed
+   from TransferQueue before any forward pass.
+3. layout: the on-policy rows are padded to the actor's mini-batch multiple exactly as in GRPO, then the expert rows
+   are appended (and padded to a multiple of the data-parallel size): pads are made BEFORE any log-prob exists,
+   because verl's pad rows copy every field of the first row.
+4. one old-log-prob pass over on-policy and expert rows; entropy and rollout-vs-actor metrics are recomputed on the
+   on-policy rows (the stock ones mix in the teacher-forced expert rows, METHOD §7.2).
+5. per row: expert baseline b_t, calibration mask and pass sign s_i are written to TransferQueue (every row that
+   reaches the actor, pads included, gets them: a field missing on one row vanishes for the whole batch).
+6. ``calibrl``: the expert rows (and the pads made only for them) are cleared from TransferQueue; the update batch
+   is exactly GRPO's with the same n (METHOD §7.1). ``luffy`` / ``rlplus``: the expert rows stay, with a mini-batch
+   of ``ppo_mini_batch_size * (n + 1)`` rows.
+7. reference log-probs (if any), advantages (on-policy group statistics; the ``calibrl`` estimator is told which
+   rows are expert rows), actor update with :func:`calibrl_ext.verl_losses.calibrl_actor_loss`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from functools import partial
+
+import numpy as np
+import torch
+import transfer_queue as tq
+from omegaconf import open_dict
+from tensordict import TensorDict
+from transfer_queue import KVBatchMeta
+from verl import DataProto
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.utils import tensordict_utils as tu
+from verl.utils.config import omega_conf_to_dataclass
+from verl.utils.debug import marked_timer
+from verl.utils.debug.metrics import calculate_debug_metrics
+from verl.workers.utils.padding import response_to_nested
+
+from calibrl_ext import verl_losses
+from calibrl_ext.config import calibrl_settings
+from calibrl_ext.core import encode_groups
+from calibrl_ext.verl_advantage import expert_rows
+from recipe.calibrl.calibration_fields import calibration_metrics, compute_calibration_fields
+from recipe.calibrl.expert_agent_loop import AGENT_NAME, EXPERT_FLAG, TRUNCATED_FLAG
+from recipe.calibrl.schedule import ExpertSchedule, groups_in_pass_rate_window
+from recipe.calibrl.settings import TRAINER_MODE
+from recipe.calibrl.startup_checks import validate_startup
+
+logger = logging.getLogger(__name__)
+
+
+def _session_of(key: str) -> int:
+    """Session id of a TransferQueue key ``{uid}_{session_id}_{index}``."""
+    return int(key.rsplit("_", 2)[1])
+
+
+def _select(batch: KVBatchMeta, indices: list[int]) -> KVBatchMeta:
+    """A fresh meta (``fields=None``: the worker fetches every stored field) over a subset of rows, in order."""
+    return KVBatchMeta(
+        partition_id=batch.partition_id,
+        keys=[batch.keys[i] for i in indices],
+        tags=[batch.tags[i] for i in indices],
+        extra_info=dict(batch.extra_info),
+    )
+
+
+def _concat(first: KVBatchMeta, second: KVBatchMeta) -> KVBatchMeta:
+    return KVBatchMeta(
+        partition_id=first.partition_id,
+        keys=first.keys + second.keys,
+        tags=first.tags + second.tags,
+        extra_info=dict(first.extra_info),
+    )
+
+
+@register_trainer(TRAINER_MODE)
+class CalibRLTrainer(PPOTrainerSync):
+    """verl's sync PPO trainer plus CalibRL's expert rows and driver-side calibration (see the module docstring)."""
+
+    def __init__(self, config):
+        # verl branches on `trainer_mode == "sync"` in eight places (replay buffer, prompt storage, checkpoints):
+        # once verl has resolved this class by its registered name, run with sync semantics.
+        with open_dict(config):
+            config.trainer.v1.trainer_mode = "sync"
+        self.settings = validate_startup(config)
+        super().__init__(config)
+        self.schedule = ExpertSchedule(self.settings)
+        self.loss_settings = calibrl_settings(omega_conf_to_dataclass(config.actor_rollout_ref.actor))
+        self.num_rollouts = int(config.actor_rollout_ref.rollout.n)
+        self._group_rows_override: int | None = None
+        self._multiple_override: int | None = None
+        self._prompt_counts = {"offered": 0, "with_solution": 0}
+
+    # ------------------------------------------------------------------ set-up
+    def on_init_end(self):
+        super().on_init_end()
+        if self.settings.uses_expert_rows:
+            actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+            self.actor_rollout_wg.set_loss_fn(partial(verl_losses.calibrl_actor_loss, config=actor_config))
+
+    # ------------------------------------------------------------------ generation
+    def _next_train_batch(self, num_prompts: int | None = None) -> TensorDict:
+        """verl's batch, plus per prompt: the agent loop and session count (``n + 1`` when it gets an expert row)."""
+        batch = super()._next_train_batch(num_prompts)
+        if not self.settings.uses_expert_rows:
+            return batch
+        solutions = list(batch[self.settings.expert_column])
+        with_expert = self.schedule.expert_rows_for_batch(solutions, self.global_steps)
+        default_loop = self.config.actor_rollout_ref.rollout.agent.default_agent_loop
+        tu.assign_non_tensor_stack(batch, "agent_name", [AGENT_NAME if e else default_loop for e in with_expert])
+        tu.assign_non_tensor_stack(
+            batch, "__rollout_n__", [self.num_rollouts + 1 if e else self.num_rollouts for e in with_expert]
+        )
+        has_solution = sum(isinstance(s, str) and s.strip() != "" for s in solutions)
+        self._prompt_counts["offered"] += int(with_expert.sum())
+        self._prompt_counts["with_solution"] += has_solution
+        return batch
+
+    # ------------------------------------------------------------------ batch layout
+    @contextlib.contextmanager
+    def _rows_per_group(self, rows: int):
+        """verl derives the actor's mini-batch (in rows) from ``rollout.n``; luffy/rlplus groups have ``n + 1``."""
+        previous = self.config.actor_rollout_ref.rollout.n
+        with open_dict(self.config):
+            self.config.actor_rollout_ref.rollout.n = rows
+        try:
+            yield
+        finally:
+            with open_dict(self.config):
+                self.config.actor_rollout_ref.rollout.n = previous
+
+    def _get_required_batch_multiple(self, dp_size: int) -> int:
+        if self._multiple_override is not None:
+            return math.lcm(dp_size, self._multiple_override)
+        return super()._get_required_batch_multiple(dp_size)
+
+    @contextlib.contextmanager
+    def _only_multiple_of(self, multiple: int):
+        self._multiple_override = multiple
+        try:
+            yield
+        finally:
+            self._multiple_override = None
+
+    def _classify_rows(self, batch: KVBatchMeta) -> tuple[list[int], list[int], np.ndarray]:
+        """Indices of on-policy and expert rows, and each row's ``extra_fields`` flags, cross-checked."""
+        extra = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
+        flags = list(extra["extra_fields"]) if len(extra.keys()) else [{}] * len(batch)
+        on_policy, experts = [], []
+        truncated = np.zeros(len(batch), dtype=bool)
+        for i, (key, tag, fields) in enumerate(zip(batch.keys, batch.tags, flags, strict=True)):
+            if tag.get("is_padding", False):
+                raise RuntimeError(f"unexpected pad row {key} before the CalibRL layout step")
+            is_expert_session = _session_of(key) == self.num_rollouts
+            if is_expert_session != bool(fields.get(EXPERT_FLAG, False)):
+                raise RuntimeError(
+                    f"row {key}: session id says expert={is_expert_session} but extra_fields[{EXPERT_FLAG!r}]="
+                    f"{fields.get(EXPERT_FLAG)!r}; is another agent loop producing session {self.num_rollouts}?"
+                )
+            (experts if is_expert_session else on_policy).append(i)
+            truncated[i] = bool(fields.get(TRUNCATED_FLAG, False))
+        return on_policy, experts, truncated
+
+    def _drop_out_of_window_experts(
+        self, batch: KVBatchMeta, on_policy: list[int], experts: list[int], metrics: dict
+    ) -> list[int]:
+        """Clear expert rows of groups whose on-policy pass rate is outside ``calibrl.pass_rate_window``."""
+        if not experts or tuple(self.settings.pass_rate_window) == (0.0, 1.0):
+            metrics["calibrl/groups_outside_pass_window"] = 0.0
+            return experts
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores", "uid"])
+        scores = data["rm_scores"].to_padded_tensor().sum(-1)
+        codes = encode_groups(list(data["uid"]))
+        on_mask = torch.zeros(len(batch), dtype=torch.bool)
+        on_mask[on_policy] = True
+        passed = scores > self.loss_settings.pass_threshold
+        _, in_window = groups_in_pass_rate_window(passed, codes, on_mask, tuple(self.settings.pass_rate_window))
+        kept = [i for i in experts if bool(in_window[i])]
+        dropped = [batch.keys[i] for i in experts if not bool(in_window[i])]
+        if dropped:
+            tq.kv_clear(keys=dropped, partition_id=batch.partition_id)
+        metrics["calibrl/groups_outside_pass_window"] = float(len(dropped))
+        return kept
+
+    def _layout_for_log_probs(
+        self, batch: KVBatchMeta, on_policy: list[int], experts: list[int], metrics: dict
+    ) -> tuple[KVBatchMeta, set[str]]:
+        """Pad and order rows for the old-log-prob pass.
+
+        Returns the batch and the keys of the rows that will reach the actor update: in ``calibrl`` mode the
+        on-policy rows plus the pads made for the actor's mini-batch multiple (exactly GRPO's update batch), not the
+        expert rows nor the pads that only give the old-log-prob pass a multiple of the data-parallel size.
+        """
+        if self.settings.trains_expert_rows:
+            whole = _select(batch, on_policy + experts)
+            with self._rows_per_group(self.num_rollouts + 1):
+                whole = self._balance_batch(whole, metrics=metrics)
+            return whole, set(whole.keys)
+        on_batch = upsample_batch_to_divisible_size(
+            _select(batch, on_policy), self._get_required_batch_multiple(self._dp_size()), self.tokenizer.eos_token_id
+        )
+        full = _concat(on_batch, _select(batch, experts))
+        with self._only_multiple_of(1):
+            full = self._balance_batch(full, metrics=metrics)
+        return full, set(on_batch.keys)
+
+    def _dp_size(self) -> int:
+        role, worker_group = "actor", self.actor_rollout_wg
+        if role not in worker_group._dispatch_info:
+            worker_group._dispatch_info[role] = worker_group._query_dispatch_info(role)
+        return max(worker_group._dispatch_info[role]) + 1
+
+    # ------------------------------------------------------------------ one step
+    def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int) -> KVBatchMeta:
+        if not self.settings.uses_expert_rows:
+            return super()._step_once(metrics, timing_raw, sample_batch_size)
+
+        with marked_timer("gen", timing_raw, color="red"):
+            self.on_sample_begin()
+            batch, off_policy_metrics = self.replay_buffer.sample(
+                global_steps=self.global_steps, partition_id="train", batch_size=sample_batch_size
+            )
+            metrics.update(off_policy_metrics)
+            batch.extra_info["temperature"] = self.config.actor_rollout_ref.rollout.temperature
+            self.on_sample_end()
+
+        if self.reward_loop_manager.reward_loop_worker_handles is None:
+            with marked_timer("reward", timing_raw, color="yellow"):
+                batch = self._compute_reward_colocate(batch, metrics=metrics)
+
+        on_policy, experts, truncated = self._classify_rows(batch)
+        experts = self._drop_out_of_window_experts(batch, on_policy, experts, metrics)
+        is_truncated = {batch.keys[i]: bool(truncated[i]) for i in experts}
+        expert_keys = {batch.keys[i] for i in experts}
+        full, update_keys = self._layout_for_log_probs(batch, on_policy, experts, metrics)
+
+        with marked_timer("old_log_prob", timing_raw, color="blue"):
+            stock_metrics: dict = {}
+            full = self._compute_old_log_prob(full, metrics=stock_metrics)
+
+        with marked_timer("calibration", timing_raw, color="purple"):
+            update = self._write_calibration_fields(full, expert_keys, is_truncated, update_keys, stock_metrics, metrics)
+
+        if self.use_reference_policy:
+            with marked_timer("ref", timing_raw, color="olive"):
+                update = self._compute_ref_log_prob(update, metrics=metrics)
+
+        with marked_timer("adv", timing_raw, color="brown"):
+            flags = np.array([key in expert_keys for key in update.keys], dtype=bool)
+            with expert_rows(flags):
+                update = self._compute_advantage(update, metrics=metrics)
+
+        if self.config.trainer.critic_warmup <= self.global_steps:
+            with marked_timer("update_actor", timing_raw, color="red"):
+                rows_per_group = self.num_rollouts + (1 if self.settings.trains_expert_rows else 0)
+                with self._rows_per_group(rows_per_group):
+                    update = self._update_actor(update, metrics=metrics)
+        return update
+
+    def _write_calibration_fields(
+        self,
+        full: KVBatchMeta,
+        expert_keys: set[str],
+        is_truncated: dict[str, bool],
+        update_keys: set[str],
+        stock_metrics: dict,
+        metrics: dict,
+    ) -> KVBatchMeta:
+        """Steps 4-6 of the module docstring: per-row fields, on-policy metrics, the update batch."""
+        data = tq.kv_batch_get(
+            keys=full.keys,
+            partition_id=full.partition_id,
+            select_fields=["old_log_probs", "entropy", "response_mask", "rm_scores", "uid", "responses"]
+            + (["rollout_log_probs"] if self.config.actor_rollout_ref.rollout.calculate_log_probs else []),
+        )
+        response_mask_nested = data["response_mask"]
+        uids = list(data["uid"])
+        padded = data.select(*[k for k in data.keys() if k != "uid"]).to_padded_tensor()
+        is_expert = torch.tensor([key in expert_keys for key in full.keys])
+        is_pad = torch.tensor([bool(tag.get("is_padding", False)) for tag in full.tags])
+        scores = padded["rm_scores"].sum(-1)
+        fields = compute_calibration_fields(
+            padded["old_log_probs"],
+            padded["response_mask"],
+            scores,
+            uids,
+            is_expert,
+            is_pad,
+            pass_threshold=self.loss_settings.pass_threshold,
+            beyond_expert=self.loss_settings.beyond_expert,
+            pass_rate_window=(0.0, 1.0),  # out-of-window experts were already removed
+        )
+
+        in_update = torch.tensor([key in update_keys for key in full.keys])
+        rows = in_update.nonzero().squeeze(-1).tolist()
+        write = TensorDict(
+            {
+                verl_losses.EXPERT_BASELINE: response_to_nested(fields.baseline[rows], response_mask_nested[rows]),
+                verl_losses.CALIBRATION_MASK: response_to_nested(
+                    fields.calibration_mask[rows], response_mask_nested[rows]
+                ),
+                verl_losses.PASSED: fields.passed[rows],
+                verl_losses.IS_EXPERT: is_expert[rows],
+            },
+            batch_size=len(rows),
+        )
+        tq.kv_batch_put(keys=[full.keys[i] for i in rows], partition_id=full.partition_id, fields=write)
+
+        self._report_old_log_prob_metrics(padded, is_expert, is_pad, stock_metrics, metrics)
+        truncated = torch.tensor([is_truncated.get(key, False) for key in full.keys])
+        metrics.update(
+            calibration_metrics(
+                fields,
+                padded["old_log_probs"],
+                padded["entropy"],
+                padded["response_mask"],
+                is_expert,
+                is_pad,
+                truncated,
+                groups_offered_expert=self._prompt_counts["offered"],
+                groups_with_solution=self._prompt_counts["with_solution"],
+            )
+        )
+        self._prompt_counts = {"offered": 0, "with_solution": 0}
+        update_tokens = padded["response_mask"][rows].sum()
+        metrics["calibrl/update_rows"] = float(len(rows) - int(is_pad[rows].sum()))
+        metrics["calibrl/update_tokens"] = float(update_tokens)
+
+        dropped = [key for key in full.keys if key not in update_keys]
+        if dropped:
+            tq.kv_clear(keys=dropped, partition_id=full.partition_id)
+        update = _select(full, rows)
+        if not self.settings.trains_expert_rows:
+            # Re-balance the update rows across data-parallel ranks (already a multiple: no new pads).
+            update = self._balance_batch(update, metrics=metrics)
+        return update
+
+    def _report_old_log_prob_metrics(self, padded, is_expert, is_pad, stock_metrics: dict, metrics: dict) -> None:
+        """Entropy and rollout-vs-actor diff over on-policy rows only (the stock pass mixes in expert rows)."""
+        on_policy = ~is_expert & ~is_pad
+        actor_config = self.config.actor_rollout_ref.actor
+        mask = padded["response_mask"] * on_policy.unsqueeze(-1).to(padded["response_mask"].dtype)
+        metrics["actor/entropy"] = agg_loss(
+            loss_mat=padded["entropy"],
+            loss_mask=mask,
+            loss_agg_mode=actor_config.loss_agg_mode,
+            loss_scale_factor=actor_config.loss_scale_factor,
+        ).item()
+        for name, value in stock_metrics.items():
+            metrics[f"calibrl/stock_{name.replace('/', '_')}_incl_expert"] = value
+        if "rollout_log_probs" in padded.keys() and bool(on_policy.any()):
+            rows = on_policy.nonzero().squeeze(-1)
+            subset = DataProto(
+                batch=TensorDict(
+                    {k: padded[k][rows] for k in ("rollout_log_probs", "old_log_probs", "response_mask", "responses")},
+                    batch_size=len(rows),
+                )
+            )
+            metrics.update(calculate_debug_metrics(subset))

@@ -1,0 +1,102 @@
+"""The agent loop that adds the expert trajectory to a training group (registered as ``calibrl_expert``).
+
+The trainer selects this loop, and asks for ``n + 1`` sessions, only for training prompts that get an expert row
+this step (``CalibRLTrainer._next_train_batch``); validation batches never carry it, so validation groups have no
+expert row by construction. Sessions ``0..n-1`` are ordinary rollouts. Session ``n`` is the expert: the same prompt
+path as every rollout (chat template, images, multimodal inputs, verl's continuous-token merge), but the "generated"
+tokens are the expert solution, tokenized WITHOUT a chat template, with EOS appended and cut to the response
+length (METHOD §Notation); no server call is made. The row is then scored by the reward function exactly like the
+rollouts, and gets its old log-probs in the trainer's one old-log-prob pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
+from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+from verl.workers.rollout.replica import TokenOutput
+
+#: Name under which verl's agent-loop registry knows this loop (the ``agent_name`` of a training prompt).
+AGENT_NAME = "calibrl_expert"
+
+#: ``extra_fields`` keys every row of a training group carries (so all rows have the same field set).
+EXPERT_FLAG = "calibrl_expert"
+TRUNCATED_FLAG = "calibrl_expert_truncated"
+
+
+class ExpertSolutionError(ValueError):
+    """A prompt was scheduled for an expert row but has no usable expert solution."""
+
+
+def expert_token_ids(tokenizer, solution: str, response_length: int) -> tuple[list[int], bool]:
+    """Token ids of an expert solution as the expert row's response.
+
+    Args:
+        tokenizer: the policy's tokenizer.
+        solution: the expert's ``<think>…</think><answer>…</answer>`` text.
+        response_length: ``rollout.response_length`` (max response tokens).
+
+    Returns:
+        ``(ids, truncated)``: ``encode(solution, add_special_tokens=False) + [eos]`` cut to ``response_length``
+        (a solution that does not fit loses its tail and its EOS, like a rollout that hits the limit), and whether
+        it was cut.
+    """
+    if not isinstance(solution, str) or not solution.strip():
+        raise ExpertSolutionError(
+            "the expert row was requested for a prompt whose expert solution is empty; rebuild the data with "
+            "data_prep/build_parquet.py (it writes '' for prompts without an expert) or check calibrl.expert_column"
+        )
+    if tokenizer.eos_token_id is None:
+        raise ExpertSolutionError("the tokenizer has no eos_token_id; the expert row needs one to end its response")
+    ids = list(tokenizer.encode(solution, add_special_tokens=False)) + [tokenizer.eos_token_id]
+    truncated = len(ids) > response_length
+    return ids[:response_length], truncated
+
+
+class _ExpertTokens:
+    """Stands in for the LLM client for the expert session: "generates" the expert's tokens without a server.
+
+    Returns the same ``TokenOutput`` fields as a server would (zero log-probs when log-probs are requested, and the
+    weight-version fields the trainer turns into TransferQueue tags), so the expert row has exactly the field set of
+    the rollouts (a field missing on one row silently vanishes for the whole batch in TransferQueue).
+    """
+
+    def __init__(self, token_ids: list[int], weights_version: int):
+        self.token_ids = token_ids
+        self.weights_version = weights_version
+
+    async def generate(self, request_id: str, *, prompt_ids, sampling_params: dict[str, Any], **kwargs) -> TokenOutput:
+        version = self.weights_version
+        return TokenOutput(
+            token_ids=list(self.token_ids),
+            log_probs=[0.0] * len(self.token_ids) if sampling_params.get("logprobs") else None,
+            stop_reason="completed",
+            extra_fields={"global_steps": version, "min_global_steps": version, "max_global_steps": version},
+        )
+
+
+@register(AGENT_NAME)
+class CalibRLExpertAgentLoop(SingleTurnAgentLoop):
+    """Single-turn rollouts for sessions ``0..n-1``; the expert trajectory for session ``n``."""
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
+        session_id = int(kwargs["session_id"])
+        num_rollouts = int(self.rollout_config.n)
+        if session_id < num_rollouts:
+            output = await super().run(sampling_params, **kwargs)
+            output.extra_fields.update({EXPERT_FLAG: False, TRUNCATED_FLAG: False})
+            return output
+        if session_id != num_rollouts:
+            raise ExpertSolutionError(
+                f"session {session_id} of a calibrl_expert group: only sessions 0..{num_rollouts} exist "
+                f"(rollout.n={num_rollouts} rollouts + 1 expert)"
+            )
+        column = self.config.get("calibrl", {}).get("expert_column", "expert_solution")
+        token_ids, truncated = expert_token_ids(self.tokenizer, kwargs.get(column), self.response_length)
+        # In the sync trainer the server generating step s holds the weights pushed after step s - 1.
+        weights_version = max(int(kwargs["global_steps"]) - 1, 0)
+        self.server_manager = _ExpertTokens(token_ids, weights_version)  # this loop instance serves one session
+        output = await super().run(sampling_params, **kwargs)
+        output.extra_fields.update({EXPERT_FLAG: True, TRUNCATED_FLAG: truncated})
+        return output

@@ -1,0 +1,122 @@
+"""The recipe's own settings: the ``calibrl:`` section of ``config/calibrl_trainer.yaml``.
+
+The loss settings (alpha, lambda, activation, ...) live in ``actor_rollout_ref.actor.policy_loss``
+(:class:`calibrl_ext.config.CalibRLPolicyLossConfig`); this section holds what the driver decides: which mode
+runs, where the expert solution comes from and when an expert row calibrates its group.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from omegaconf import OmegaConf
+
+#: ``calibrl.mode`` values and the verl ``policy_loss.loss_mode`` each one runs.
+MODE_TO_LOSS_MODE = {"calibrl": "calibrl", "luffy": "luffy", "rlplus": "rlplus", "grpo": "vanilla"}
+
+#: Modes whose groups get an expert row.
+EXPERT_MODES = ("calibrl", "luffy", "rlplus")
+
+#: Modes that train the expert row in the actor update (their expert losses, METHOD §5).
+EXPERT_TRAINING_MODES = ("luffy", "rlplus")
+
+#: Name of the trainer registered with verl (``trainer.v1.trainer_mode``).
+TRAINER_MODE = "calibrl"
+
+
+class CalibRLConfigError(ValueError):
+    """A recipe setting is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class CalibRLRecipeSettings:
+    """The ``calibrl:`` config section.
+
+    Args:
+        mode: ``calibrl`` (PPO + calibration term, expert rows never trained), ``luffy`` / ``rlplus`` (expert rows
+            trained with their losses), ``grpo`` (no expert rows; the same data and driver).
+        expert_column: dataset column holding the expert solution (``""`` = no expert for that prompt; data_prep
+            writes ``expert_solution``).
+        expert_keep_prob: probability that a prompt's expert row is kept in a step (the released "mix ratio");
+            1.0 keeps every expert. Dropped groups train as plain GRPO.
+        grpo_warmup_steps: the first this-many training steps run without expert rows (plain GRPO).
+        pass_rate_window: ``[low, high]``: an expert row calibrates (or, for luffy/rlplus, is trained with) its group
+            only if the group's on-policy pass rate p satisfies low <= p <= high; ``[0, 1]`` always.
+        schedule_seed: seed of the per-step keep decisions (deterministic across resumes).
+    """
+
+    mode: str = "calibrl"
+    expert_column: str = "expert_solution"
+    expert_keep_prob: float = 1.0
+    grpo_warmup_steps: int = 0
+    pass_rate_window: tuple[float, float] = (0.0, 1.0)
+    schedule_seed: int = 0
+
+    @classmethod
+    def from_config(cls, config) -> "CalibRLRecipeSettings":
+        """Build and validate from the full verl config (``config.calibrl``); raise naming the key on error."""
+        section = config.get("calibrl", None)
+        if section is None:
+            raise CalibRLConfigError(
+                "the config has no `calibrl:` section. Start from recipe/calibrl/config/calibrl_trainer.yaml "
+                "(`--config-path recipe/calibrl/config --config-name calibrl_trainer`)."
+            )
+        window = section.get("pass_rate_window", [0.0, 1.0])
+        settings = cls(
+            mode=str(section.get("mode", cls.mode)),
+            expert_column=str(section.get("expert_column", cls.expert_column)),
+            expert_keep_prob=section.get("expert_keep_prob", cls.expert_keep_prob),
+            grpo_warmup_steps=section.get("grpo_warmup_steps", cls.grpo_warmup_steps),
+            pass_rate_window=tuple(window) if window is not None else None,
+            schedule_seed=section.get("schedule_seed", cls.schedule_seed),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        def fail(key, value, requirement):
+            raise CalibRLConfigError(f"calibrl.{key}={value!r} is invalid: {requirement}. Set `calibrl.{key}=...`.")
+
+        if self.mode not in MODE_TO_LOSS_MODE:
+            fail("mode", self.mode, f"must be one of {list(MODE_TO_LOSS_MODE)}")
+        if not self.expert_column:
+            fail("expert_column", self.expert_column, "must name the dataset column with the expert solution")
+        p = self.expert_keep_prob
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 <= p <= 1.0):
+            fail("expert_keep_prob", p, "must be a probability in [0, 1]")
+        w = self.grpo_warmup_steps
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            fail("grpo_warmup_steps", w, "must be an integer >= 0")
+        window = self.pass_rate_window
+        if (
+            window is None
+            or len(window) != 2
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in window)
+            or not (0.0 <= window[0] <= window[1] <= 1.0)
+        ):
+            fail("pass_rate_window", window, "must be [low, high] with 0 <= low <= high <= 1")
+        if isinstance(self.schedule_seed, bool) or not isinstance(self.schedule_seed, int):
+            fail("schedule_seed", self.schedule_seed, "must be an integer")
+
+    @property
+    def loss_mode(self) -> str:
+        return MODE_TO_LOSS_MODE[self.mode]
+
+    @property
+    def uses_expert_rows(self) -> bool:
+        return self.mode in EXPERT_MODES
+
+    @property
+    def trains_expert_rows(self) -> bool:
+        return self.mode in EXPERT_TRAINING_MODES
+
+
+def loss_mode_for(mode: str) -> str:
+    """The ``policy_loss.loss_mode`` a ``calibrl.mode`` runs (the yaml's ``${calibrl_loss_mode:...}`` resolver)."""
+    if mode not in MODE_TO_LOSS_MODE:
+        raise CalibRLConfigError(f"calibrl.mode={mode!r} is invalid: must be one of {list(MODE_TO_LOSS_MODE)}.")
+    return MODE_TO_LOSS_MODE[mode]
+
+
+OmegaConf.register_new_resolver("calibrl_loss_mode", loss_mode_for, replace=True)

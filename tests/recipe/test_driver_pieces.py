@@ -1,0 +1,102 @@
+"""Driver-side pieces of the trainer on hand-made batches: schedule, calibration fields, metrics."""
+
+import numpy as np
+import pytest
+import torch
+from recipe.calibrl.calibration_fields import calibration_metrics, compute_calibration_fields
+from recipe.calibrl.schedule import ExpertSchedule, groups_in_pass_rate_window
+from recipe.calibrl.settings import CalibRLRecipeSettings
+
+SOLUTIONS = ["<think>a</think><answer>1</answer>", "", "<think>b</think><answer>2</answer>", "  "]
+
+
+def test_warmup_and_grpo_mode_give_no_expert_rows():
+    """GRPO-only warm-up steps and calibrl.mode=grpo schedule no expert row at all."""
+    warm = ExpertSchedule(CalibRLRecipeSettings(grpo_warmup_steps=2))
+    assert not warm.expert_rows_for_batch(SOLUTIONS, 1).any() and not warm.expert_rows_for_batch(SOLUTIONS, 2).any()
+    assert warm.expert_rows_for_batch(SOLUTIONS, 3).tolist() == [True, False, True, False]
+    assert not ExpertSchedule(CalibRLRecipeSettings(mode="grpo")).expert_rows_for_batch(SOLUTIONS, 5).any()
+
+
+def test_keep_probability_is_seeded_per_step_and_roughly_right():
+    """Keep decisions are a deterministic function of (seed, step): a resumed run repeats them; their rate follows
+    calibrl.expert_keep_prob; prompts without a solution are never kept."""
+    schedule = ExpertSchedule(CalibRLRecipeSettings(expert_keep_prob=0.3, schedule_seed=7))
+    many = ["<answer>x</answer>"] * 4000
+    first = schedule.expert_rows_for_batch(many, 11)
+    assert np.array_equal(first, schedule.expert_rows_for_batch(many, 11))
+    assert not np.array_equal(first, schedule.expert_rows_for_batch(many, 12))
+    assert 0.27 < first.mean() < 0.33
+    assert not ExpertSchedule(CalibRLRecipeSettings(expert_keep_prob=1.0)).expert_rows_for_batch([""], 1).any()
+    assert not ExpertSchedule(CalibRLRecipeSettings(expert_keep_prob=0.0)).expert_rows_for_batch(many, 1).any()
+
+
+def test_pass_rate_window_counts_on_policy_rows_only():
+    """The group pass rate uses on-policy rows only (not the expert or pads); the window is inclusive."""
+    passed = torch.tensor([True, False, False, True, True, True])
+    codes = torch.tensor([0, 0, 0, 0, 1, 1])
+    on_policy = torch.tensor([True, True, True, False, True, False])  # row 3 expert, row 5 pad
+    rate, inside = groups_in_pass_rate_window(passed, codes, on_policy, (0.0, 0.5))
+    assert rate.tolist() == pytest.approx([1 / 3] * 4 + [1.0] * 2)
+    assert inside.tolist() == [True] * 4 + [False] * 2
+
+
+def _batch():
+    """Group a: 2 rollouts + expert (3 tokens); group b: 2 rollouts, no expert; one pad row."""
+    old = torch.tensor(
+        [[-1.0, -1.0, -1.0, -1.0], [-3.0, -3.0, 0.0, 0.0], [-2.0, -0.5, -4.0, 0.0],
+         [-1.0, -1.0, 0.0, 0.0], [-2.0, -2.0, -2.0, -2.0], [-9.0, 0.0, 0.0, 0.0]]
+    )  # fmt: skip
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]).float()
+    scores = torch.tensor([1.1, 0.1, 1.1, 0.0, 1.1, 0.0])
+    uids = np.array(["a", "a", "a", "b", "b", "pad0"], dtype=object)
+    is_expert = torch.tensor([False, False, True, False, False, False])
+    is_pad = torch.tensor([False, False, False, False, False, True])
+    return old, mask, scores, uids, is_expert, is_pad
+
+
+@pytest.mark.parametrize("beyond_expert", ["zero_baseline", "drop"])
+def test_calibration_fields_on_a_hand_made_batch(beyond_expert):
+    """Every row of group a gets the expert's old log-probs by position (0 past its 3 tokens); group b and the pad
+    get b = 0 and no calibration; the expert row itself is never calibrated; s_i = r_i > 0.1."""
+    old, mask, scores, uids, is_expert, is_pad = _batch()
+    fields = compute_calibration_fields(old, mask, scores, uids, is_expert, is_pad, 0.1, beyond_expert, (0.0, 1.0))
+    expected_b = torch.tensor([-2.0, -0.5, -4.0, 0.0])
+    for row in (0, 1, 2):
+        assert torch.equal(fields.baseline[row], expected_b)
+    assert torch.equal(fields.baseline[3:], torch.zeros(3, 4))
+    tail = 0.0 if beyond_expert == "drop" else 1.0
+    assert fields.calibration_mask[0].tolist() == [1, 1, 1, tail]
+    assert fields.calibration_mask[1].tolist() == [1, 1, 0, 0]
+    assert fields.calibration_mask[2:].sum() == 0
+    assert fields.passed.tolist() == [True, False, True, False, True, False]
+    assert fields.group_has_expert.tolist() == [True, True, True, False, False, False]
+
+
+def test_pass_rate_window_switches_the_term_off():
+    """A group outside the pass-rate window gets no calibration term (METHOD §7.3)."""
+    old, mask, scores, uids, is_expert, is_pad = _batch()
+    fields = compute_calibration_fields(old, mask, scores, uids, is_expert, is_pad, 0.1, "zero_baseline", (0.0, 0.4))
+    assert fields.calibration_mask.sum() == 0  # group a passes 1/2 > 0.4
+
+
+def test_metrics_on_a_hand_made_batch():
+    """Step metrics: on-policy entropy excludes expert and pad rows; expert entropy, log-prob and pass rate are the
+    expert row's; above/below-baseline fractions are over calibrated tokens of passed / failed rows."""
+    old, mask, scores, uids, is_expert, is_pad = _batch()
+    fields = compute_calibration_fields(old, mask, scores, uids, is_expert, is_pad, 0.1, "zero_baseline", (0.0, 1.0))
+    entropy = torch.full((6, 4), 1.0)
+    entropy[2] = 5.0  # expert row
+    entropy[5] = 9.0  # pad row
+    m = calibration_metrics(fields, old, entropy, mask, is_expert, is_pad, torch.tensor([False, False, True] + [False] * 3),
+                            groups_offered_expert=1, groups_with_solution=2)  # fmt: skip
+    assert m["calibrl/entropy_on_policy"] == pytest.approx(1.0)
+    assert m["calibrl/expert_entropy"] == pytest.approx(5.0)
+    assert m["calibrl/expert_log_prob"] == pytest.approx((-2.0 - 0.5 - 4.0) / 3)
+    assert m["calibrl/expert_pass_rate"] == 1.0 and m["calibrl/expert_truncated_frac"] == 1.0
+    assert m["calibrl/expert_kept_rate"] == 0.5 and m["calibrl/groups_without_expert"] == 1.0
+    # row 0 (passed): l = -1 vs b = [-2, -0.5, -4, 0]: above, below, above, below
+    assert m["calibrl/frac_above_baseline_passed"] == pytest.approx(0.5)
+    # row 1 (failed): l = -3 vs b = [-2, -0.5]: below, below
+    assert m["calibrl/frac_below_baseline_failed"] == pytest.approx(1.0)
+    assert m["calibrl/calibrated_token_frac"] == pytest.approx(6 / 12)  # rows 0, 1 of 0, 1, 3, 4
