@@ -113,6 +113,7 @@ if [ -n "$BENCH_DIR" ]; then
 fi
 [ "${#VAL_FILES[@]}" -gt 0 ] || die "no evaluation parquets: give --val-files or --bench-dir"
 for file in "${VAL_FILES[@]}"; do [ -f "$file" ] || die "evaluation parquet $file does not exist"; done
+"$PYTHON" -m calibrl_ext.eval check "${VAL_FILES[@]}" || exit 2
 case "$EXTRACTOR" in answer_tag|answer_tag_or_boxed) ;; *) die "--extractor must be answer_tag or answer_tag_or_boxed" ;; esac
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "--n must be a positive integer, got $N"
 DO_SAMPLE=$("$PYTHON" -c "import sys; t=float(sys.argv[1]); assert t >= 0; print('True' if t > 0 else 'False')" "$TEMPERATURE") \

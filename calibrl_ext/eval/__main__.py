@@ -4,6 +4,7 @@
     python -m calibrl_ext.eval report --generations ckpt/val_dumps --val-files data/bench/*.parquet --out reports/step200
     python -m calibrl_ext.eval compare outputs/eval/grpo outputs/eval/calibrl outputs/eval/luffy \\
         --names GRPO,CalibRL,LUFFY --out outputs/eval/compare
+    python -m calibrl_ext.eval check data/bench/*.parquet     # are these evaluation parquets?
 
 ``report`` reads ``<run-dir>/run.json`` (written by examples/eval.sh: checkpoint, sampling, val files) and
 the validation dump in ``<run-dir>/generations``; both can be given explicitly for any verl run that
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from calibrl_ext.eval.report import MANIFEST_NAME, build_report, compare_runs, write_comparison, write_report
-from calibrl_ext.eval.results import ResultsError, load_run
+from calibrl_ext.eval.results import ResultsError, check_eval_parquets, load_run
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -58,6 +59,11 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    check_eval_parquets(args.files)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m calibrl_ext.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -72,13 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", help="run folders (or their metrics.json)")
     compare.add_argument("--names", help="comma-separated column names, one per run (default: folder names)")
     compare.add_argument("--out", required=True, help="output folder for compare.md / compare.csv")
+    check = commands.add_parser("check", help="exit 2 unless every file is an evaluation parquet (eval.sh runs it)")
+    check.add_argument("files", nargs="+", help="parquet files")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _report(args) if args.command == "report" else _compare(args)
+        return {"report": _report, "compare": _compare, "check": _check}[args.command](args)
     except (ResultsError, FileNotFoundError, json.JSONDecodeError) as error:
         print(f"python -m calibrl_ext.eval {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -96,6 +96,21 @@ def find_dump(generations: str | Path, step: int | None = None) -> Path:
     raise ResultsError(f"{path} has no dump for step {step}; steps present: {[s for s, _ in steps]}")
 
 
+def check_eval_parquets(paths: list[str]) -> None:
+    """Raise :class:`ResultsError` unless every path is an evaluation parquet (``extra_info.eval_id``), so
+    that a run is refused before it starts rather than after it, when the report cannot join it."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise ResultsError(f"evaluation parquet {path} does not exist")
+        schema = pq.read_schema(path)
+        extra_info = schema.field("extra_info").type if "extra_info" in schema.names else None
+        if extra_info is None or not hasattr(extra_info, "get_field_index") or extra_info.get_field_index("eval_id") < 0:
+            raise ResultsError(
+                f"{path} is not an evaluation parquet (no extra_info.eval_id, so its responses cannot be joined back "
+                "to benchmark rows): build it with data_prep/build_benchmarks.py"
+            )
+
+
 def load_parquet_rows(paths: list[str]) -> dict[str, EvalEntry]:
     """Empty-sample :class:`EvalRow` objects for every row of the evaluation parquets, by entry."""
     entries: dict[str, EvalEntry] = {}

@@ -156,3 +156,15 @@ def test_missing_dump_folder_is_an_error_naming_the_setting(tmp_path, capsys):
     """No dump folder: exit 2 naming trainer.validation_data_dir."""
     status = eval_cli(["report", "--generations", str(tmp_path / "nowhere"), "--val-files", "x.parquet", "--out", str(tmp_path)])
     assert status == 2 and "trainer.validation_data_dir" in capsys.readouterr().err
+
+
+def test_check_accepts_evaluation_parquets_and_refuses_others(built, tmp_path, capsys):
+    """`check` (run by eval.sh before verl starts) passes built parquets and refuses one without eval_id."""
+    assert eval_cli(["check", *[summary.parquet for summary, _ in built.values()]]) == 0
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plain = tmp_path / "val.parquet"
+    pq.write_table(pa.table({"data_source": ["x"], "extra_info": [{"index": 0}]}), plain)
+    assert eval_cli(["check", str(plain)]) == 2
+    assert "build it with data_prep/build_benchmarks.py" in capsys.readouterr().err
