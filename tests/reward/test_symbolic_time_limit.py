@@ -5,11 +5,13 @@ signal-based timeout cannot work; these tests call it the same ways.
 """
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -129,5 +131,7 @@ def test_exact_path_starts_no_worker_process():
         "assert r['acc'] == r2['acc'] == 1.0\n"
         "assert s._checker is None, 'a worker pool was created'\n"
     )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert completed.returncode == 0, completed.stderr
