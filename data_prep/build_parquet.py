@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         summary = build(config_from_args(args))
-    except (ConfigError, FileNotFoundError, ImportError) as error:
+    except (ConfigError, ImportError) as error:
         print(f"build_parquet.py: error: {error}", file=sys.stderr)
         return 2
     except BuildError as error:

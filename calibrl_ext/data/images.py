@@ -148,7 +148,13 @@ def decode_image(data: bytes, label: str = "(inline)") -> Image.Image:
         image.load()
     except Image.DecompressionBombError as error:
         raise RowRejected(RejectReason.IMAGE_CORRUPT, f"image {label} is too large to decode safely: {error}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        # PIL's own message names a memory address; say what the bytes look like instead (deterministic).
+        raise RowRejected(
+            RejectReason.IMAGE_CORRUPT,
+            f"image {label} is in no format PIL knows ({len(data)} bytes starting {data[:8]!r})",
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise RowRejected(RejectReason.IMAGE_CORRUPT, f"image {label} does not decode: {error}") from None
     return image
 
@@ -159,7 +165,8 @@ def target_size(
     """The size to resize to, or None when ``width * height`` already lies in ``[min_pixels, max_pixels]``.
 
     The aspect ratio is kept; each side is rounded to a multiple of ``factor`` (down when shrinking
-    below ``max_pixels``, up when growing above ``min_pixels``) and is at least ``factor``.
+    below ``max_pixels``, up when growing above ``min_pixels``) and is at least ``factor`` (so an
+    extremely thin image can end slightly above ``max_pixels``, as with Qwen's own ``smart_resize``).
     """
     pixels = width * height
     if max_pixels is not None and pixels > max_pixels:

@@ -137,7 +137,20 @@ def _demo_source(config: BuildConfig) -> InputSource:
 
 
 def plan_inputs(config: BuildConfig) -> list[InputPlan]:
-    """Open every input and resolve its columns (start-up errors only; reads no rows)."""
+    """Open every input and resolve its columns (reads no rows).
+
+    Raises:
+        ConfigError: an input that is missing or unusable, or a column that cannot be resolved.
+    """
+    try:
+        return _plan_inputs(config)
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ConfigError(str(error)) from None
+
+
+def _plan_inputs(config: BuildConfig) -> list[InputPlan]:
     preset = PRESETS["demo"] if config.is_demo else (PRESETS[config.preset] if config.preset else None)
     allow_text_only = config.allow_text_only or bool(preset and preset.allow_text_only)
     opened: list[tuple[InputSource, str | None]] = []
@@ -161,6 +174,7 @@ def plan_inputs(config: BuildConfig) -> list[InputPlan]:
     keep_sets = {plan.mapping.mapping.keep for plan in plans}
     if len(keep_sets) > 1:
         raise ConfigError(f"inputs resolve to different --keep-col sets {sorted(keep_sets)}; pass --keep-col explicitly")
+    output_schema(plans[0].mapping.mapping.keep)  # raises on a --keep-col that clashes with a fixed field
     return plans
 
 
@@ -354,9 +368,8 @@ def _handle(
     if not config.keep_duplicates:
         first = first_seen.get(outcome.dedup_key)
         if first is not None:
-            info = row["extra_info"]
             message = f"same question and images as row {first!r}"
-            rejects.add(Reject(outcome.row_id, info["source"], RejectReason.DUPLICATE, message))
+            rejects.add(Reject(outcome.row_id, row["extra_info"]["input_name"], RejectReason.DUPLICATE, message))
             return
         first_seen[outcome.dedup_key] = outcome.row_id
     split = outcome.split

@@ -105,6 +105,8 @@ def init_worker(settings: RowSettings) -> None:
     """Process initializer: keep the settings and load what every row needs once."""
     _WorkerState.settings = settings
     _WorkerState.reward = expert_lib.reward_module()  # the format check runs even with --skip-expert-check
+    # Reset, not only set: with --num-proc 1 this runs in the caller's process, once per build.
+    _WorkerState.token_counter = None
     if settings.tokenizer:
         from calibrl_ext.data.tokens import TokenCounter
 
@@ -242,7 +244,7 @@ def process_row(raw: RawRow) -> RowOutcome:
             "split": split,
             "index": -1,  # the position in its split file, set by the parent when it is written
             "row_id": raw.row_id,
-            "source": raw.source,
+            "input_name": raw.source,
             "question": question_text,
             "answer": ground_truth,
             "expert_status": status.value,

@@ -9,7 +9,7 @@ One row per prompt (docs/data_prep.md has the table):
 - ``ability`` (str): task family label verl carries along (``math`` by default).
 - ``reward_model`` ({style: "rule", ground_truth: str}).
 - ``extra_info`` (struct): ``split``, ``index`` (position in its split file), ``row_id`` (stable input
-  id), ``source`` (input it came from), ``question`` / ``answer`` (raw), ``expert_status``,
+  id), ``input_name`` (input it came from), ``question`` / ``answer`` (raw), ``expert_status``,
   ``expert_pass``, ``expert_rewrapped``, ``prompt_tokens`` / ``expert_tokens`` (-1 when no
   ``--tokenizer``), then every ``--keep-col`` as a string.
 - ``expert_solution`` (str): the expert trajectory e in ``<think>…</think><answer>…</answer>``
@@ -58,7 +58,7 @@ EXTRA_INFO_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("split", pa.string()),
     ("index", pa.int64()),
     ("row_id", pa.string()),
-    ("source", pa.string()),
+    ("input_name", pa.string()),
     ("question", pa.string()),
     ("answer", pa.string()),
     ("expert_status", pa.string()),
