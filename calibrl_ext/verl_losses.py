@@ -226,11 +226,20 @@ def calibrl_actor_loss(config, model_output, data: TensorDict, dp_group=None):
     Returns:
         ``(loss, metrics)`` as verl's ``ppo_loss``; ``actor/pg_loss`` is the PPO part alone and the calibration /
         expert parts are reported as ``actor/calibration_loss``, ``actor/luffy_expert_loss``,
-        ``actor/rlplus_expert_loss`` (each before its weight lambda), aggregated like ``actor/pg_loss``.
+        ``actor/rlplus_expert_loss`` (each before its weight lambda), aggregated like ``actor/pg_loss``. Two counts
+        prove what entered the update: ``actor/update_tokens_seen`` (response tokens) and
+        ``actor/expert_rows_seen``, summed over micro-batches, mini-batches and epochs and, like every verl SUM
+        metric, averaged over data-parallel ranks (multiply by the dp size for the total).
     """
-    with micro_batch_extras(**read_batch_extras(data)) as parts:
+    extras = read_batch_extras(data)
+    with micro_batch_extras(**extras) as parts:
         loss, metrics = ppo_loss(config, model_output, data, dp_group)
     aggregation = metrics["actor/pg_loss"].aggregation if "actor/pg_loss" in metrics else AggregationType.MEAN
     for name, value in parts.items():
         metrics[f"actor/{name}"] = Metric(value=value, aggregation=aggregation)
+    response_mask = data["response_mask"]
+    tokens = response_mask.values().sum() if response_mask.is_nested else response_mask.sum()
+    metrics["actor/update_tokens_seen"] = Metric(value=float(tokens), aggregation=AggregationType.SUM)
+    expert_rows = float(extras[IS_EXPERT].sum()) if IS_EXPERT in extras else 0.0
+    metrics["actor/expert_rows_seen"] = Metric(value=expert_rows, aggregation=AggregationType.SUM)
     return loss, metrics

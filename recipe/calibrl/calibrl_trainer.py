@@ -43,7 +43,6 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.debug import marked_timer
 from verl.utils.debug.metrics import calculate_debug_metrics
-from verl.workers.utils.padding import response_to_nested
 
 from calibrl_ext import verl_losses
 from calibrl_ext.config import calibrl_settings
@@ -71,6 +70,12 @@ def _select(batch: KVBatchMeta, indices: list[int]) -> KVBatchMeta:
         tags=[batch.tags[i] for i in indices],
         extra_info=dict(batch.extra_info),
     )
+
+
+def _nested_rows(padded: torch.Tensor, lengths: list[int], rows: list[int]) -> torch.Tensor:
+    """Rows of a padded ``[N, T]`` tensor as a jagged nested tensor, row i cut to its response length (the layout
+    TransferQueue stores per-token fields in)."""
+    return torch.nested.as_nested_tensor([padded[i, : lengths[i]] for i in rows], layout=torch.jagged)
 
 
 def _concat(first: KVBatchMeta, second: KVBatchMeta) -> KVBatchMeta:
@@ -106,6 +111,12 @@ class CalibRLTrainer(PPOTrainerSync):
         if self.settings.uses_expert_rows:
             actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
             self.actor_rollout_wg.set_loss_fn(partial(verl_losses.calibrl_actor_loss, config=actor_config))
+
+    def on_step_begin(self):
+        """Record how many train rows TransferQueue still holds before the step adds new ones (0 unless rows leak)."""
+        super().on_step_begin()
+        listing = tq.kv_list(partition_id="train") or {}
+        self._tq_rows_at_step_start = len(listing.get("train", {}))
 
     # ------------------------------------------------------------------ generation
     def _next_train_batch(self, num_prompts: int | None = None) -> TensorDict:
@@ -302,12 +313,11 @@ class CalibRLTrainer(PPOTrainerSync):
 
         in_update = torch.tensor([key in update_keys for key in full.keys])
         rows = in_update.nonzero().squeeze(-1).tolist()
+        lengths = response_mask_nested.offsets().diff().tolist()
         write = TensorDict(
             {
-                verl_losses.EXPERT_BASELINE: response_to_nested(fields.baseline[rows], response_mask_nested[rows]),
-                verl_losses.CALIBRATION_MASK: response_to_nested(
-                    fields.calibration_mask[rows], response_mask_nested[rows]
-                ),
+                verl_losses.EXPERT_BASELINE: _nested_rows(fields.baseline, lengths, rows),
+                verl_losses.CALIBRATION_MASK: _nested_rows(fields.calibration_mask, lengths, rows),
                 verl_losses.PASSED: fields.passed[rows],
                 verl_losses.IS_EXPERT: is_expert[rows],
             },
@@ -334,6 +344,7 @@ class CalibRLTrainer(PPOTrainerSync):
         update_tokens = padded["response_mask"][rows].sum()
         metrics["calibrl/update_rows"] = float(len(rows) - int(is_pad[rows].sum()))
         metrics["calibrl/update_tokens"] = float(update_tokens)
+        metrics["calibrl/tq_rows_at_step_start"] = float(getattr(self, "_tq_rows_at_step_start", 0))
 
         dropped = [key for key in full.keys if key not in update_keys]
         if dropped:
