@@ -20,7 +20,7 @@ DEMO_OUT_DIR = "data/demo"
 #: Choices of the policy flags (first = default).
 MISSING_EXPERT_POLICIES = ("keep", "drop")
 EXPERT_FORMAT_POLICIES = ("rewrap", "reject")
-FAILING_EXPERT_POLICIES = ("keep", "drop")
+FAILING_EXPERT_POLICIES = ("blank", "keep", "drop")
 OVERLONG_EXPERT_POLICIES = ("keep", "reject")
 
 
@@ -64,8 +64,10 @@ class BuildConfig:
         missing_expert: ``keep`` (status missing, group trains as GRPO) or ``drop``. Default keep.
         expert_format: ``rewrap`` a badly formatted expert when an answer can be found, or
             ``reject`` it. Default rewrap.
-        failing_expert: ``keep`` (flagged: expert_pass False) or ``drop`` an expert whose answer fails
-            the reward. Default keep.
+        failing_expert: an expert whose answer fails the reward: ``blank`` (row kept, expert moved to
+            ``extra_info.failed_expert``, ``expert_solution`` "": the group trains as plain GRPO, as the
+            released code's pass_ratio 0 did), ``keep`` (expert kept and used, flagged expert_pass False)
+            or ``drop`` (row rejected). Default blank.
         skip_expert_check: do not run the reward on experts (status ``unchecked``). Default False.
         keep_duplicates: keep repeated rows and ids. Default False.
         tokenizer: model folder for the overlong checks. Default None (no token checks).
@@ -108,7 +110,7 @@ class BuildConfig:
     unwrap_boxed_answer: bool = True
     missing_expert: str = "keep"
     expert_format: str = "rewrap"
-    failing_expert: str = "keep"
+    failing_expert: str = "blank"
     skip_expert_check: bool = False
     keep_duplicates: bool = False
     tokenizer: str | None = None
@@ -141,8 +143,6 @@ class BuildConfig:
             raise ConfigError("--preset / --expert-file need an --input; without one the embedded demo is built")
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError(f"--preset {self.preset!r} is unknown; choose one of {sorted(PRESETS)}")
-        if self.expert_file and not (self.mapping.id or (self.preset and PRESETS[self.preset].mapping.id)):
-            raise ConfigError("--expert-file is joined on the input's id column: set --id-col (or a preset that has one)")
         if not 0.0 <= self.val_ratio <= 1.0:
             raise ConfigError(f"--val-ratio must be in [0, 1], got {self.val_ratio}")
         for name, value, choices in (

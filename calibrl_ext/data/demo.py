@@ -203,13 +203,19 @@ def bar_chart(rng: random.Random, side: int) -> Problem:
         answer = max(heights)
         reasoning = f"{reading} The largest of these is {answer}."
     elif variant == 1:
-        question = "In the bar chart, every horizontal grid line is one unit apart. What is the sum of the heights of all the bars?"
+        question = (
+            "In the bar chart, every horizontal grid line is one unit apart. "
+            "What is the sum of the heights of all the bars?"
+        )
         answer = sum(heights)
         reasoning = f"{reading} Adding them: {' + '.join(str(h) for h in heights)} = {answer}."
     elif variant == 2:
         question = "Using the unit grid of the chart, how much taller is the tallest bar than the shortest bar?"
         answer = max(heights) - min(heights)
-        reasoning = f"{reading} The tallest is {max(heights)} and the shortest is {min(heights)}, so the difference is {answer}."
+        reasoning = (
+            f"{reading} The tallest is {max(heights)} and the shortest is {min(heights)}, "
+            f"so the difference is {answer}."
+        )
     else:
         level = rng.randint(1, BAR_MAX_HEIGHT - 1)
         question = f"The grid lines are one unit apart. How many bars are taller than {level} units?"
@@ -242,11 +248,15 @@ def triangle_angle(rng: random.Random, side: int) -> Problem:
         angles = (first, second)
         question = rng.choice(
             [
-                f"Two angles of the triangle in the image measure {first}° and {second}°. What is the third angle, in degrees?",
-                f"In the triangle shown, one angle is {first} degrees and another is {second} degrees. Find the remaining angle in degrees.",
+                f"Two angles of the triangle in the image measure {first}° and {second}°. "
+                "What is the third angle, in degrees?",
+                f"In the triangle shown, one angle is {first} degrees and another is {second} degrees. "
+                "Find the remaining angle in degrees.",
             ]
         )
-        reasoning = f"The angles of a triangle add up to 180°. The third angle is 180 - {first} - {second} = {answer} degrees."
+        reasoning = (
+            f"The angles of a triangle add up to 180°. The third angle is 180 - {first} - {second} = {answer} degrees."
+        )
     elif variant == 1:
         apex = rng.randrange(ANGLE_MIN + 10, 141, 2 * ANGLE_STEP)
         answer = (180 - apex) // 2
@@ -263,8 +273,13 @@ def triangle_angle(rng: random.Random, side: int) -> Problem:
         acute = rng.randrange(ANGLE_MIN + 5, 71, ANGLE_STEP)
         answer = 90 - acute
         angles = (90, acute)
-        question = f"The triangle shown has a right angle and another angle of {acute}°. How many degrees is the third angle?"
-        reasoning = f"With a right angle of 90°, the two other angles add up to 90°. So the third angle is 90 - {acute} = {answer} degrees."
+        question = (
+            f"The triangle shown has a right angle and another angle of {acute}°. How many degrees is the third angle?"
+        )
+        reasoning = (
+            f"With a right angle of 90°, the two other angles add up to 90°. "
+            f"So the third angle is 90 - {acute} = {answer} degrees."
+        )
     image = Image.new("RGB", (side, side), BACKGROUND)
     draw = ImageDraw.Draw(image)
     draw.polygon(_triangle_vertices(*angles, side), outline=INK, fill=PALETTE[rng.choice(sorted(PALETTE))])
@@ -356,7 +371,8 @@ def generate_demo_records(config: DemoConfig) -> Iterator[dict[str, Any]]:
                 break
         else:
             raise ValueError(
-                f"the demo ran out of distinct {kind} problems at row {index}; lower --demo-rows or widen the image sides"
+                f"the demo ran out of distinct {kind} problems at row {index}; "
+                "lower --demo-rows or widen the image sides"
             )
         seen.add((problem.question, image))
         has_expert = rng.random() >= config.missing_expert_ratio

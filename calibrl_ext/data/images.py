@@ -130,7 +130,8 @@ def read_image_bytes(value: Any, image_root: str | Path | None = None) -> tuple[
     else:
         raise RowRejected(
             RejectReason.IMAGE_CORRUPT,
-            f"image value of type {type(value).__name__} is neither bytes, a path, a {{bytes, path}} dict nor a PIL image",
+            f"image value of type {type(value).__name__} is neither bytes, a path, a {{bytes, path}} dict "
+            "nor a PIL image",
         )
     if not data:
         raise RowRejected(RejectReason.IMAGE_CORRUPT, f"image {path or '(inline)'} has zero bytes")

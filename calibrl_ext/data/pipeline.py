@@ -86,13 +86,16 @@ class BuildSummary:
         """A human-readable report (printed by the CLI at the end)."""
         lines = [
             f"read {self.rows_read} rows in {self.seconds:.1f} s ({self.rows_per_second:.0f} rows/s)",
-            "written: " + ", ".join(f"{split} {count}" for split, count in self.rows_written.items())
+            "written: "
+            + ", ".join(f"{split} {count}" for split, count in self.rows_written.items())
             + f" -> {self.out_dir}",
         ]
         for split, statuses in self.expert_status.items():
             lines.append(f"  {split} experts: " + ", ".join(f"{status} {n}" for status, n in sorted(statuses.items())))
         if self.experts_overlong:
-            lines.append(f"  experts over --max-response-length (kept; the recipe truncates them): {self.experts_overlong}")
+            lines.append(
+                f"  experts over --max-response-length (kept; the recipe truncates them): {self.experts_overlong}"
+            )
         if self.images_resized:
             lines.append(f"  images resized: {self.images_resized}")
         if self.expert_file:
@@ -166,14 +169,19 @@ def _plan_inputs(config: BuildConfig) -> list[InputPlan]:
             config.mapping, preset, source.columns, source.name, source.struct_fields, need_images=not allow_text_only
         )
         if config.expert_file and not mapping.mapping.id:
-            raise ConfigError(f"{source.name}: --expert-file needs an id column to join on; set --id-col")
+            raise ConfigError(
+                f"{source.name}: --expert-file is joined on the input's id column, and none was found among "
+                f"{source.columns}; set --id-col"
+            )
         image_root = Path(config.image_root) if config.image_root else source.image_root
         data_source = config.data_source or (preset.data_source if preset and preset.data_source else None)
         data_source = data_source or Path(source.name).stem
         plans.append(InputPlan(source, mapping, forced_split, image_root, data_source))
     keep_sets = {plan.mapping.mapping.keep for plan in plans}
     if len(keep_sets) > 1:
-        raise ConfigError(f"inputs resolve to different --keep-col sets {sorted(keep_sets)}; pass --keep-col explicitly")
+        raise ConfigError(
+            f"inputs resolve to different --keep-col sets {sorted(keep_sets)}; pass --keep-col explicitly"
+        )
     output_schema(plans[0].mapping.mapping.keep)  # raises on a --keep-col that clashes with a fixed field
     return plans
 

@@ -71,7 +71,8 @@ PRESETS: dict[str, Preset] = {
     for preset in (
         Preset(
             "virl39k",
-            "TIGER-Lab/ViRL39K 39Krelease.parquet: question (with <image>), answer (\\boxed{}), image (relative paths), qid",
+            "TIGER-Lab/ViRL39K 39Krelease.parquet: question (with <image>), answer (\\boxed{}), "
+            "image (relative paths), qid",
             ColumnMapping(question="question", answer="answer", images="image", id="qid", keep=("category", "source")),
             data_source="virl39k",
             unwrap_boxed_answer=True,
@@ -101,7 +102,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "luffy",
-            "LUFFY-style parquet: verl columns (prompt, reward_model, data_source) + target (assistant messages); text-only",
+            "LUFFY-style parquet: verl columns (prompt, reward_model, data_source) + target (assistant messages); "
+            "text-only",
             ColumnMapping(
                 question="prompt", answer="reward_model.ground_truth", expert="target", data_source="data_source"
             ),

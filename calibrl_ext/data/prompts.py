@@ -76,7 +76,8 @@ def _content_to_text(content: Any) -> str:
                 pieces.append(IMAGE_PLACEHOLDER)
             else:
                 raise RowRejected(
-                    RejectReason.UNSUPPORTED_PROMPT, f"message content part {part!r} is neither a text nor an image part"
+                    RejectReason.UNSUPPORTED_PROMPT,
+                    f"message content part {part!r} is neither a text nor an image part",
                 )
         return "".join(pieces)
     raise RowRejected(RejectReason.UNSUPPORTED_PROMPT, f"message content of type {type(content).__name__}")

@@ -75,7 +75,9 @@ def _parquet_source(files: list[Path], name: str, root: Path) -> InputSource:
             for batch in pq.ParquetFile(file).iter_batches(batch_size=chunk_rows, columns=columns):
                 yield batch.to_pylist()
 
-    return InputSource(name, root, schema.names, _struct_fields(schema), num_rows, root if root.is_dir() else root.parent, iter_records)
+    return InputSource(
+        name, root, schema.names, _struct_fields(schema), num_rows, root if root.is_dir() else root.parent, iter_records
+    )
 
 
 def _open_arrow(path: Path):
@@ -110,7 +112,9 @@ def _arrow_source(files: list[Path], name: str, root: Path) -> InputSource:
         for file in files:
             yield from _rechunk(_batches(_open_arrow(file)), columns, chunk_rows)
 
-    return InputSource(name, root, schema.names, _struct_fields(schema), None, root if root.is_dir() else root.parent, iter_records)
+    return InputSource(
+        name, root, schema.names, _struct_fields(schema), None, root if root.is_dir() else root.parent, iter_records
+    )
 
 
 def _hf_disk_source(path: Path, split: str | None) -> InputSource:
@@ -194,7 +198,9 @@ def _jsonl_source(path: Path) -> InputSource:
     return InputSource(path.name, path, list(columns), {}, num_rows, path.parent, iter_records)
 
 
-def records_source(name: str, records: Callable[[], Iterable[dict[str, Any]]], columns: list[str], num_rows: int | None = None) -> InputSource:
+def records_source(
+    name: str, records: Callable[[], Iterable[dict[str, Any]]], columns: list[str], num_rows: int | None = None
+) -> InputSource:
     """An input made of in-memory records (the embedded demo; Python callers with PIL images).
 
     ``records`` is a zero-argument callable returning a fresh iterable, so the source can be read

@@ -87,11 +87,11 @@ _FIXES: dict[RejectReason, str] = {
     ),
     RejectReason.EXPERT_FAILS_REWARD: (
         "the expert's answer does not match the ground truth under calibrl_ext.reward; fix the expert or the "
-        "ground truth, or keep the row flagged (--failing-expert keep, the default)"
+        "ground truth, or keep the row: without the expert (--failing-expert blank, the default) or with it "
+        "(--failing-expert keep)"
     ),
     RejectReason.DUPLICATE: (
-        "this row repeats an earlier row (same question text and images); remove it upstream, or pass "
-        "--keep-duplicates"
+        "this row repeats an earlier row (same question text and images); remove it upstream, or pass --keep-duplicates"
     ),
     RejectReason.DUPLICATE_ID: (
         "ids in --id-col must be unique (the expert join and the row ids depend on it); de-duplicate the ids "
@@ -164,7 +164,7 @@ class RejectLog:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "RejectLog":
+    def __enter__(self) -> RejectLog:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -150,13 +150,25 @@ def _image_values(value: Any) -> list:
     return [value]
 
 
-def _expert_fields(raw: RawRow, ground_truth: str, data_source: str, settings: RowSettings) -> tuple[str, ExpertStatus, bool, bool]:
-    """(expert text or "", status, expert_pass, rewrapped), or :class:`RowRejected` per the policies."""
+@dataclass(frozen=True)
+class ExpertFields:
+    """What the row's expert becomes: ``text`` goes to ``expert_solution`` ("" = no expert for this prompt),
+    ``failed_text`` keeps a blanked failing expert (``--failing-expert blank``) in ``extra_info``."""
+
+    text: str
+    status: ExpertStatus
+    passed: bool
+    rewrapped: bool
+    failed_text: str = ""
+
+
+def _expert_fields(raw: RawRow, ground_truth: str, data_source: str, settings: RowSettings) -> ExpertFields:
+    """The row's expert after the presence, format and reward checks; :class:`RowRejected` per the policies."""
     text = expert_lib.expert_text(raw.expert)
     if text is None:
         if settings.missing_expert == "drop":
             raise RowRejected(RejectReason.MISSING_EXPERT, "the row has no expert solution and --missing-expert drop")
-        return "", ExpertStatus.MISSING, False, False
+        return ExpertFields("", ExpertStatus.MISSING, False, False)
     reward = _WorkerState.reward
     is_well_formatted = reward.is_well_formatted
     rewrapped = False
@@ -174,16 +186,19 @@ def _expert_fields(raw: RawRow, ground_truth: str, data_source: str, settings: R
             )
         text, rewrapped = wrapped, True
     if settings.skip_expert_check:
-        return text, ExpertStatus.UNCHECKED, True, rewrapped
+        return ExpertFields(text, ExpertStatus.UNCHECKED, True, rewrapped)
     result = reward.compute_score(data_source, text, ground_truth, None, **EXPERT_CHECK_REWARD_KWARGS)
     if result["acc"] > 0:
-        return text, ExpertStatus.REWRAPPED if rewrapped else ExpertStatus.OK, True, rewrapped
+        return ExpertFields(text, ExpertStatus.REWRAPPED if rewrapped else ExpertStatus.OK, True, rewrapped)
     if settings.failing_expert == "drop":
         raise RowRejected(
             RejectReason.EXPERT_FAILS_REWARD,
             f"the expert answers {result.get('pred', '')!r} but the ground truth is {ground_truth!r}",
         )
-    return text, ExpertStatus.FAILS_REWARD, False, rewrapped
+    if settings.failing_expert == "blank":
+        # The released code trained such a prompt without its expert (pass_ratio 0); "" says so to every consumer.
+        return ExpertFields("", ExpertStatus.FAILS_REWARD, False, rewrapped, failed_text=text)
+    return ExpertFields(text, ExpertStatus.FAILS_REWARD, False, rewrapped)
 
 
 def process_row(raw: RawRow) -> RowOutcome:
@@ -206,7 +221,8 @@ def process_row(raw: RawRow) -> RowOutcome:
         if not images and not settings.allow_text_only:
             raise RowRejected(RejectReason.NO_IMAGES, "the row has no image")
         messages = build_prompt_messages(raw.question, len(images), settings.template)
-        expert, status, expert_pass, rewrapped = _expert_fields(raw, ground_truth, raw.data_source, settings)
+        expert_fields = _expert_fields(raw, ground_truth, raw.data_source, settings)
+        expert = expert_fields.text
         prompt_tokens = expert_tokens = NOT_COUNTED
         expert_overlong = False
         counter = _WorkerState.token_counter
@@ -247,9 +263,10 @@ def process_row(raw: RawRow) -> RowOutcome:
             "input_name": raw.source,
             "question": question_text,
             "answer": ground_truth,
-            "expert_status": status.value,
-            "expert_pass": expert_pass,
-            "expert_rewrapped": rewrapped,
+            "expert_status": expert_fields.status.value,
+            "expert_pass": expert_fields.passed,
+            "expert_rewrapped": expert_fields.rewrapped,
+            "failed_expert": expert_fields.failed_text,
             "prompt_tokens": prompt_tokens,
             "expert_tokens": expert_tokens,
             **{name: raw.keep.get(name, "") for name in settings.keep_cols},
@@ -261,7 +278,7 @@ def process_row(raw: RawRow) -> RowOutcome:
         row=row,
         split=split,
         dedup_key=digest.digest(),
-        payload_bytes=sum(len(image.data) for image in images) + len(expert),
+        payload_bytes=sum(len(image.data) for image in images) + len(expert) + len(expert_fields.failed_text),
         resized_images=sum(image.resized for image in images),
         expert_overlong=expert_overlong,
     )

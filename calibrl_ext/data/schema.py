@@ -10,15 +10,17 @@ One row per prompt (docs/data_prep.md has the table):
 - ``reward_model`` ({style: "rule", ground_truth: str}).
 - ``extra_info`` (struct): ``split``, ``index`` (position in its split file), ``row_id`` (stable input
   id), ``input_name`` (input it came from), ``question`` / ``answer`` (raw), ``expert_status``,
-  ``expert_pass``, ``expert_rewrapped``, ``prompt_tokens`` / ``expert_tokens`` (-1 when no
+  ``expert_pass``, ``expert_rewrapped``, ``failed_expert`` (a blanked failing expert's text, else ""),
+  ``prompt_tokens`` / ``expert_tokens`` (-1 when no
   ``--tokenizer``), then every ``--keep-col`` as a string.
 - ``expert_solution`` (str): the expert trajectory e in ``<think>…</think><answer>…</answer>``
   format; ``""`` (never null) when the prompt has none.
 
 ``expert_pass`` is what the released code's ``pass_ratio`` column recorded (it used an expert only
 when ``pass_ratio > 0``): True when the expert's answer passes ``calibrl_ext.reward`` against the
-ground truth. Consumers should use an expert only when ``expert_solution != ""`` and
-``expert_pass`` is True.
+ground truth. By default (``--failing-expert blank``) a failing expert is moved out of
+``expert_solution`` into ``extra_info.failed_expert``, so ``expert_solution != ""`` alone tells a
+consumer whether the prompt has a usable expert, as ``pass_ratio > 0`` did.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ class ExpertStatus(str, enum.Enum):
     OK = "ok"  #: present, well formatted as given, passes the reward
     MISSING = "missing"  #: no expert for this prompt; ``expert_solution`` is ""
     REWRAPPED = "rewrapped"  #: rewrapped into <think>/<answer> by data prep; passes the reward
-    FAILS_REWARD = "fails_reward"  #: present and formatted, but its answer fails the reward (expert_pass False)
+    #: present and formatted, but its answer fails the reward (expert_pass False); by default its text is moved
+    #: to ``extra_info.failed_expert`` and ``expert_solution`` is "" (--failing-expert blank)
+    FAILS_REWARD = "fails_reward"
     UNCHECKED = "unchecked"  #: --skip-expert-check: reward not run, expert_pass True (released default)
 
 
@@ -64,6 +68,7 @@ EXTRA_INFO_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("expert_status", pa.string()),
     ("expert_pass", pa.bool_()),
     ("expert_rewrapped", pa.bool_()),
+    ("failed_expert", pa.string()),
     ("prompt_tokens", pa.int64()),
     ("expert_tokens", pa.int64()),
 )

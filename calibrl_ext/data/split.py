@@ -39,7 +39,5 @@ def split_from_value(value: object) -> str:
     """Map a ``--split-col`` value to train/val; raises :class:`RowRejected` on an unknown name."""
     name = str(value).strip().lower() if value is not None else ""
     if name not in SPLIT_ALIASES:
-        raise RowRejected(
-            RejectReason.UNKNOWN_SPLIT, f"split value {value!r} is not one of {sorted(SPLIT_ALIASES)}"
-        )
+        raise RowRejected(RejectReason.UNKNOWN_SPLIT, f"split value {value!r} is not one of {sorted(SPLIT_ALIASES)}")
     return SPLIT_ALIASES[name]

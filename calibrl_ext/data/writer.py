@@ -92,7 +92,7 @@ class ParquetStreamWriter:
         self._writer.close()
         self._tmp_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "ParquetStreamWriter":
+    def __enter__(self) -> ParquetStreamWriter:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:

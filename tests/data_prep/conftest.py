@@ -110,5 +110,9 @@ def helpers():
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        png_bytes=png_bytes, record=record, write_parquet=write_parquet, write_jsonl=write_jsonl, GOOD_EXPERT=GOOD_EXPERT
+        png_bytes=png_bytes,
+        record=record,
+        write_parquet=write_parquet,
+        write_jsonl=write_jsonl,
+        GOOD_EXPERT=GOOD_EXPERT,
     )

@@ -51,8 +51,11 @@ def test_demo_missing_expert_ratio():
 
 def test_demo_build_is_byte_deterministic_and_seed_sensitive(tmp_path):
     """Same seed and settings -> byte-identical parquet files; another seed -> different files."""
+
     def run(name, seed):
-        config = BuildConfig(out_dir=str(tmp_path / name), progress=False, demo=DemoConfig(rows=40, val_rows=8, seed=seed))
+        config = BuildConfig(
+            out_dir=str(tmp_path / name), progress=False, demo=DemoConfig(rows=40, val_rows=8, seed=seed)
+        )
         build(config)
         return {split: _sha(tmp_path / name / f"{split}.parquet") for split in ("train", "val")}
 

@@ -27,8 +27,14 @@ def test_expert_text_accepts_string_messages_and_content_dict():
 def test_rewrap_rules():
     """Rewrap keeps the reasoning, takes the answer from the last <answer> pair, else the last \\boxed{}."""
     assert rewrap_expert("So <answer>7</answer>") == "<think>\nSo\n</think>\n<answer>7</answer>"
-    assert rewrap_expert("<think>a</think> b <answer>x<y</answer> trailing") == "<think>\na b\n</think>\n<answer>x<y</answer>"
-    assert rewrap_expert("Hence \\boxed{\\frac{1}{2}}.") == "<think>\nHence \\boxed{\\frac{1}{2}}.\n</think>\n<answer>\\frac{1}{2}</answer>"
+    assert (
+        rewrap_expert("<think>a</think> b <answer>x<y</answer> trailing")
+        == "<think>\na b\n</think>\n<answer>x<y</answer>"
+    )
+    assert (
+        rewrap_expert("Hence \\boxed{\\frac{1}{2}}.")
+        == "<think>\nHence \\boxed{\\frac{1}{2}}.\n</think>\n<answer>\\frac{1}{2}</answer>"
+    )
     assert rewrap_expert("no answer here") is None
     assert rewrap_expert("empty <answer> </answer>") is None
 
@@ -81,7 +87,7 @@ def test_expert_file_join_by_id_with_missing_and_unused_ids(helpers, tmp_path, f
     assert rows["q0"]["expert_solution"] == EXPERT and rows["q0"]["extra_info"]["expert_status"] == "ok"
     assert rows["q1"]["expert_solution"] == EXPERT
     assert rows["q2"]["expert_solution"] == "" and rows["q2"]["extra_info"]["expert_status"] == "missing"
-    assert rows["q3"]["extra_info"]["expert_status"] == "fails_reward"
+    assert rows["q3"]["extra_info"]["expert_status"] == "fails_reward" and rows["q3"]["expert_solution"] == ""
     assert summary.expert_file["joined"] == 3
     assert summary.expert_file["unused"] == 1 and summary.expert_file["unused_examples"] == ["zz"]
     assert summary.expert_file["duplicate_ids"] == 1
@@ -89,7 +95,8 @@ def test_expert_file_join_by_id_with_missing_and_unused_ids(helpers, tmp_path, f
 
 def test_expert_file_errors_at_start_up(helpers, tmp_path):
     """A side file without the id or expert column, or a build without an id column, fails before any row is read."""
-    source = _inputs(helpers, tmp_path, 1)
+    no_id = [{k: v for k, v in helpers.record(0).items() if k != "id"}]
+    source = helpers.write_parquet(tmp_path / "no_id.parquet", no_id)
     side = helpers.write_jsonl(tmp_path / "experts.jsonl", [{"key": "q0", "text": EXPERT}])
     with pytest.raises(ValueError, match="no id column 'id'"):
         load_expert_file(side, "id")
@@ -98,6 +105,6 @@ def test_expert_file_errors_at_start_up(helpers, tmp_path):
     base = dict(inputs=[str(source)], out_dir=str(tmp_path / "out"), progress=False, expert_file=str(side))
     with pytest.raises(ConfigError, match="--id-col"):
         build(BuildConfig(**base))
-    with pytest.raises(ConfigError, match="no id column"):
+    with pytest.raises(ConfigError, match="column 'id' for the id"):
         build(BuildConfig(mapping=ColumnMapping(id="id"), **base))
     assert not (tmp_path / "out").exists()

@@ -21,7 +21,13 @@ def test_untouched_images_keep_their_exact_bytes(tmp_path):
     """Without a resize, inline bytes, {bytes, path} structs and files all yield the original bytes."""
     jpeg = _encoded((64, 48), "JPEG")
     (tmp_path / "x.jpg").write_bytes(jpeg)
-    for value in (jpeg, {"bytes": jpeg, "path": "x.jpg"}, {"bytes": None, "path": "x.jpg"}, "x.jpg", f"file://{tmp_path}/x.jpg"):
+    for value in (
+        jpeg,
+        {"bytes": jpeg, "path": "x.jpg"},
+        {"bytes": None, "path": "x.jpg"},
+        "x.jpg",
+        f"file://{tmp_path}/x.jpg",
+    ):
         prepared = prepare_image(value, image_root=tmp_path)
         assert prepared.data == jpeg and not prepared.resized and (prepared.width, prepared.height) == (64, 48)
 
@@ -53,7 +59,12 @@ def test_target_size(size, min_pixels, max_pixels, expected):
 
 def test_resized_images_are_reencoded_in_their_format():
     """PNG stays PNG, JPEG stays JPEG, other formats (and JPEG-incompatible modes) become PNG."""
-    for fmt, mode, expected in (("PNG", "RGB", "PNG"), ("JPEG", "RGB", "JPEG"), ("BMP", "RGB", "PNG"), ("PNG", "RGBA", "PNG")):
+    for fmt, mode, expected in (
+        ("PNG", "RGB", "PNG"),
+        ("JPEG", "RGB", "JPEG"),
+        ("BMP", "RGB", "PNG"),
+        ("PNG", "RGBA", "PNG"),
+    ):
         prepared = prepare_image(_encoded((200, 100), fmt, mode), max_pixels=5000)
         image = Image.open(io.BytesIO(prepared.data))
         assert prepared.resized and image.format == expected

@@ -17,7 +17,9 @@ def test_default_prompt_is_question_then_paper_suffix():
     """The default user text is the question (with placeholders), a blank line, the paper's suffix verbatim."""
     messages = build_prompt_messages("Find x.", 1)
     assert messages == [{"role": "user", "content": "<image>Find x.\n\n" + PAPER_INSTRUCTION_SUFFIX}]
-    assert PAPER_INSTRUCTION_SUFFIX.startswith("You FIRST think") and PAPER_INSTRUCTION_SUFFIX.endswith("</answer> tags.")
+    assert PAPER_INSTRUCTION_SUFFIX.startswith("You FIRST think") and PAPER_INSTRUCTION_SUFFIX.endswith(
+        "</answer> tags."
+    )
 
 
 def test_suffix_is_not_appended_twice():

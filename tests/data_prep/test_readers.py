@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from calibrl_ext.data import ColumnMapping, ConfigError, PAPER_INSTRUCTION_SUFFIX, build, BuildConfig
+from calibrl_ext.data import PAPER_INSTRUCTION_SUFFIX, BuildConfig, ColumnMapping, ConfigError, build
 from calibrl_ext.data.readers import open_input
 
 EXPERT = "<think>\nread it\n</think>\n<answer>{}</answer>"
@@ -22,7 +22,11 @@ def _pil(color) -> Image.Image:
 
 def _geometry3k_like() -> datasets.Dataset:
     features = datasets.Features(
-        {"problem": datasets.Value("string"), "answer": datasets.Value("string"), "images": datasets.Sequence(datasets.Image())}
+        {
+            "problem": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "images": datasets.Sequence(datasets.Image()),
+        }
     )
     return datasets.Dataset.from_dict(
         {
@@ -62,14 +66,26 @@ def test_mmk12_like_parquet_with_image_structs(run_build, helpers, tmp_path):
     """MMK12-like parquet (single image as a {bytes, path} struct, no placeholder): one <image> is inserted,
     the id and the kept `subject` column land in extra_info."""
     records = [
-        {"id": "m1", "subject": "physics", "image": {"bytes": helpers.png_bytes(color=(1, 1, 1)), "path": "a.png"},
-         "question": "What is the force?", "answer": "B"},
-        {"id": "m2", "subject": "math", "image": {"bytes": helpers.png_bytes(color=(2, 2, 2)), "path": None},
-         "question": "Solve for x.", "answer": "2"},
+        {
+            "id": "m1",
+            "subject": "physics",
+            "image": {"bytes": helpers.png_bytes(color=(1, 1, 1)), "path": "a.png"},
+            "question": "What is the force?",
+            "answer": "B",
+        },
+        {
+            "id": "m2",
+            "subject": "math",
+            "image": {"bytes": helpers.png_bytes(color=(2, 2, 2)), "path": None},
+            "question": "Solve for x.",
+            "answer": "2",
+        },
     ]
     run = run_build(records, preset="mmk12")
     rows = run.by_id()
-    assert rows["m1"]["prompt"][0]["content"].startswith("<image>What is the force?\n\n" + PAPER_INSTRUCTION_SUFFIX[:20])
+    assert rows["m1"]["prompt"][0]["content"].startswith(
+        "<image>What is the force?\n\n" + PAPER_INSTRUCTION_SUFFIX[:20]
+    )
     assert rows["m1"]["images"][0]["path"] == "a.png"
     assert rows["m1"]["extra_info"]["subject"] == "physics" and rows["m2"]["data_source"] == "mmk12"
 
@@ -82,10 +98,24 @@ def test_virl39k_like_parquet_with_relative_image_paths(run_build, helpers, tmp_
     (root / "images" / "q1-0.png").write_bytes(helpers.png_bytes(color=(9, 9, 9)))
     (root / "images" / "q2-0.png").write_bytes(helpers.png_bytes(color=(8, 8, 8)))
     records = [
-        {"question": "<image>\nWhat is x?", "answer": "\\boxed{60}", "image": ["images/q1-0.png"], "qid": "q1",
-         "category": "geometry", "source": "mm", "PassRate_7BTrained": 0.5},
-        {"question": "<image>\nWhich option?", "answer": "\\boxed{C}", "image": ["images/q2-0.png"], "qid": "q2",
-         "category": "chart", "source": "mm", "PassRate_7BTrained": 0.25},
+        {
+            "question": "<image>\nWhat is x?",
+            "answer": "\\boxed{60}",
+            "image": ["images/q1-0.png"],
+            "qid": "q1",
+            "category": "geometry",
+            "source": "mm",
+            "PassRate_7BTrained": 0.5,
+        },
+        {
+            "question": "<image>\nWhich option?",
+            "answer": "\\boxed{C}",
+            "image": ["images/q2-0.png"],
+            "qid": "q2",
+            "category": "chart",
+            "source": "mm",
+            "PassRate_7BTrained": 0.25,
+        },
     ]
     source = helpers.write_parquet(root / "39Krelease.parquet", records)
     run = run_build(source, preset="virl39k")
@@ -114,7 +144,13 @@ def test_jsonl_and_json_with_an_image_folder_and_custom_columns(run_build, helpe
     (tmp_path / "pics" / "a.png").write_bytes(helpers.png_bytes(color=(3, 3, 3)))
     (tmp_path / "pics" / "b.png").write_bytes(helpers.png_bytes(color=(4, 4, 4)))
     lines = [
-        {"uid": 1, "q": "How many?", "gt": 3, "img": "a.png", "cot": [{"role": "assistant", "content": EXPERT.format(3)}]},
+        {
+            "uid": 1,
+            "q": "How many?",
+            "gt": 3,
+            "img": "a.png",
+            "cot": [{"role": "assistant", "content": EXPERT.format(3)}],
+        },
         {"uid": 2, "q": "Which?", "gt": "A", "img": ["a.png", "b.png"], "cot": {"content": EXPERT.format("A")}},
     ]
     mapping = ColumnMapping(question="q", answer="gt", images="img", expert="cot", id="uid")
@@ -139,16 +175,24 @@ def test_released_calibrl_and_luffy_layouts(run_build, helpers, tmp_path):
     and the text-only LUFFY layout needs no image."""
     suffixed = "<image>What is 2+2?\n\n" + PAPER_INSTRUCTION_SUFFIX
     calibrl = [
-        {"data_source": "virl", "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": suffixed}],
-         "images": [{"bytes": helpers.png_bytes(), "path": None}], "reward_model": {"style": "rule", "ground_truth": "4"},
-         "solution": EXPERT.format(4)},
+        {
+            "data_source": "virl",
+            "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": suffixed}],
+            "images": [{"bytes": helpers.png_bytes(), "path": None}],
+            "reward_model": {"style": "rule", "ground_truth": "4"},
+            "solution": EXPERT.format(4),
+        },
     ]
     row = run_build(calibrl, preset="calibrl").rows()[0]
     assert row["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": suffixed}]
     assert row["data_source"] == "virl" and row["extra_info"]["expert_status"] == "ok"
     luffy = [
-        {"data_source": "openr1", "prompt": [{"role": "user", "content": "What is 2+2?"}],
-         "reward_model": {"style": "rule", "ground_truth": "4"}, "target": [{"role": "assistant", "content": EXPERT.format(4)}]},
+        {
+            "data_source": "openr1",
+            "prompt": [{"role": "user", "content": "What is 2+2?"}],
+            "reward_model": {"style": "rule", "ground_truth": "4"},
+            "target": [{"role": "assistant", "content": EXPERT.format(4)}],
+        },
     ]
     row = run_build(luffy, preset="luffy").rows()[0]
     assert row["images"] == [] and row["expert_solution"] == EXPERT.format(4)

@@ -94,7 +94,9 @@ def test_prompt_token_count_matches_verls_overlong_filter(built, tiny_vl_model):
 def test_multi_image_rows_load(tmp_path, tiny_vl_model, helpers):
     """A row with two images and no placeholders gets two, and verl pairs them with its two images."""
     images = [helpers.png_bytes(color=(10, 10, 10)), helpers.png_bytes(size=(84, 56), color=(90, 90, 90))]
-    source = helpers.write_parquet(tmp_path / "in.parquet", [helpers.record(0, images=images, question="Which is darker?")])
+    source = helpers.write_parquet(
+        tmp_path / "in.parquet", [helpers.record(0, images=images, question="Which is darker?")]
+    )
     build(BuildConfig(inputs=[str(source)], out_dir=str(tmp_path / "out"), val_ratio=0.0, progress=False))
     item = _dataset(tmp_path / "out" / "train.parquet", tiny_vl_model)[0]
     parts = item["raw_prompt"][0]["content"]

@@ -93,7 +93,7 @@ def test_missing_ground_truth_and_empty_question(run_build, helpers):
 
 
 def test_ground_truth_normalisation(run_build, helpers):
-    """Integer-valued numbers lose '.0', a whole \\boxed{X} becomes X (unless --keep-boxed-answer), lists of several are rejected."""
+    """Integer-valued numbers lose '.0'; a whole \\boxed{X} becomes X unless --keep-boxed-answer; other text is kept."""
     records = [
         helpers.record(0, answer="\\boxed{60}"),
         helpers.record(1, answer="\\boxed{1}+\\boxed{2}"),
@@ -163,16 +163,21 @@ def test_badly_formatted_expert_rewrapped_or_rejected(run_build, helpers):
     assert strict.reasons() == {key: "expert_bad_format" for key in ("r0", "r1", "r2", "r3")}
 
 
-def test_expert_failing_the_reward_is_flagged_or_dropped(run_build, helpers):
-    """An expert whose answer does not match the ground truth: kept with status fails_reward and
-    expert_pass False (the released pass_ratio == 0), or rejected with --failing-expert drop."""
+def test_expert_failing_the_reward_is_blanked_kept_or_dropped(run_build, helpers):
+    """An expert whose answer does not match the ground truth has status fails_reward and expert_pass False
+    (the released pass_ratio == 0). Default blank: the row is written with expert_solution "" (its group trains
+    as plain GRPO) and the text moved to extra_info.failed_expert; keep: the text stays in expert_solution;
+    drop: the row is rejected, naming both answers."""
     wrong = "<think>\nTwo plus two is five.\n</think>\n<answer>5</answer>"
     records = [helpers.record(0, solution=wrong), helpers.record(1)]
     run = run_build(records)
-    info = run.by_id()["r0"]["extra_info"]
-    assert (info["expert_status"], info["expert_pass"]) == ("fails_reward", False)
-    assert run.by_id()["r0"]["expert_solution"] == wrong
-    assert run.by_id()["r1"]["extra_info"]["expert_pass"] is True
+    row = run.by_id()["r0"]
+    assert (row["extra_info"]["expert_status"], row["extra_info"]["expert_pass"]) == ("fails_reward", False)
+    assert row["expert_solution"] == "" and row["extra_info"]["failed_expert"] == wrong
+    good = run.by_id()["r1"]
+    assert good["extra_info"]["expert_pass"] is True and good["extra_info"]["failed_expert"] == ""
+    kept = run_build(records, failing_expert="keep").by_id()["r0"]
+    assert kept["expert_solution"] == wrong and kept["extra_info"]["expert_pass"] is False
     dropped = run_build(records, failing_expert="drop")
     assert dropped.reasons() == {"r0": "expert_fails_reward"}
     assert "'5'" in dropped.rejects[0]["message"] and "'4'" in dropped.rejects[0]["message"]
