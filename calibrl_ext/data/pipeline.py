@@ -302,38 +302,35 @@ def build(config: BuildConfig) -> BuildSummary:
     schema = output_schema(keep_cols)
     summary = BuildSummary(out_dir=str(out_dir), rejects_path=str(out_dir / REJECTS_FILE))
     feeder = _RowFeeder(config, plans, experts)
-    writers: dict[str, ParquetStreamWriter] = {}
-    written: Counter[str] = Counter()
-    statuses: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
-    first_seen: dict[bytes, str] = {}
     progress = _progress_bar(config, _total_rows(config, plans))
+    router = None
     try:
         with RejectLog(out_dir / REJECTS_FILE) as rejects:
+            router = _OutputRouter(config, out_dir, schema, rejects, summary)
             outcomes = ordered_map(
                 process_chunk, feeder.chunks(), config.num_proc, init_worker, (row_settings(config, keep_cols),)
             )
             for chunk in outcomes:
                 for outcome in chunk:
-                    _handle(outcome, config, rejects, writers, written, statuses, first_seen, summary, out_dir, schema)
+                    router.route(outcome)
                 progress.update(len(chunk))
             summary.rejected = dict(rejects.counts)
-        for split, writer in writers.items():
-            summary.outputs[split] = str(writer.close())
+        router.close()
     except BaseException:
-        for writer in writers.values():
-            writer.abort()
+        if router is not None:
+            router.abort()
         raise
     finally:
         progress.close()
 
     for split in SPLITS:
         stale = out_dir / f"{split}.parquet"
-        if split not in writers and stale.exists():
+        if split not in router.writers and stale.exists():
             stale.unlink()  # an earlier build's file would otherwise pass for this build's output
             logger.warning("removed %s from an earlier build: this build wrote no %s rows", stale, split)
     summary.rows_read = feeder.rows_read
-    summary.rows_written = {split: written[split] for split in SPLITS}
-    summary.expert_status = {split: dict(counts) for split, counts in statuses.items() if counts}
+    summary.rows_written = {split: router.written[split] for split in SPLITS}
+    summary.expert_status = {split: dict(counts) for split, counts in router.statuses.items() if counts}
     if experts is not None:
         summary.expert_file = {
             "path": str(experts.path),
@@ -356,41 +353,56 @@ def build(config: BuildConfig) -> BuildSummary:
     return summary
 
 
-def _handle(
-    outcome: RowOutcome,
-    config: BuildConfig,
-    rejects: RejectLog,
-    writers: dict[str, ParquetStreamWriter],
-    written: Counter,
-    statuses: dict[str, Counter],
-    first_seen: dict[bytes, str],
-    summary: BuildSummary,
-    out_dir: Path,
-    schema,
-) -> None:
-    """Route one outcome: reject it, drop it as a duplicate, or number it and write it."""
-    if outcome.reject is not None:
-        rejects.add(outcome.reject)
-        return
-    row = outcome.row
-    if not config.keep_duplicates:
-        first = first_seen.get(outcome.dedup_key)
-        if first is not None:
-            message = f"same question and images as row {first!r}"
-            rejects.add(Reject(outcome.row_id, row["extra_info"]["input_name"], RejectReason.DUPLICATE, message))
+class _OutputRouter:
+    """Routes outcomes in input order: rejects to the rejects file, duplicates dropped, rows numbered per
+    split and streamed into that split's writer (opened on its first row)."""
+
+    def __init__(self, config: BuildConfig, out_dir: Path, schema, rejects: RejectLog, summary: BuildSummary):
+        self.config = config
+        self.out_dir = out_dir
+        self.schema = schema
+        self.rejects = rejects
+        self.summary = summary
+        self.writers: dict[str, ParquetStreamWriter] = {}
+        self.written: Counter[str] = Counter()
+        self.statuses: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
+        # dedup key -> row id of its first occurrence: the only state that grows with the dataset
+        self.first_seen: dict[bytes, str] = {}
+
+    def route(self, outcome: RowOutcome) -> None:
+        if outcome.reject is not None:
+            self.rejects.add(outcome.reject)
             return
-        first_seen[outcome.dedup_key] = outcome.row_id
-    split = outcome.split
-    if split not in writers:
-        writers[split] = ParquetStreamWriter(
-            out_dir / f"{split}.parquet", schema, config.row_group_rows, config.row_group_bytes
-        )
-    row["extra_info"]["index"] = written[split]
-    writers[split].write(row, outcome.payload_bytes)
-    written[split] += 1
-    statuses[split][row["extra_info"]["expert_status"]] += 1
-    summary.experts_overlong += outcome.expert_overlong
-    summary.images_resized += outcome.resized_images
+        row = outcome.row
+        if not self.config.keep_duplicates:
+            first = self.first_seen.get(outcome.dedup_key)
+            if first is not None:
+                message = f"same question and images as row {first!r}"
+                self.rejects.add(
+                    Reject(outcome.row_id, row["extra_info"]["input_name"], RejectReason.DUPLICATE, message)
+                )
+                return
+            self.first_seen[outcome.dedup_key] = outcome.row_id
+        split = outcome.split
+        if split not in self.writers:
+            self.writers[split] = ParquetStreamWriter(
+                self.out_dir / f"{split}.parquet", self.schema, self.config.row_group_rows, self.config.row_group_bytes
+            )
+        row["extra_info"]["index"] = self.written[split]
+        self.writers[split].write(row, outcome.payload_bytes)
+        self.written[split] += 1
+        self.statuses[split][row["extra_info"]["expert_status"]] += 1
+        self.summary.experts_overlong += outcome.expert_overlong
+        self.summary.images_resized += outcome.resized_images
+
+    def close(self) -> None:
+        """Finish every file (renamed into place); a split that got no row has no file."""
+        for split, writer in self.writers.items():
+            self.summary.outputs[split] = str(writer.close())
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
 
 
 def _progress_bar(config: BuildConfig, total: int | None):
