@@ -101,8 +101,7 @@ class CalibRLTrainer(PPOTrainerSync):
         self.schedule = ExpertSchedule(self.settings)
         self.loss_settings = calibrl_settings(omega_conf_to_dataclass(config.actor_rollout_ref.actor))
         self.num_rollouts = int(config.actor_rollout_ref.rollout.n)
-        self._group_rows_override: int | None = None
-        self._multiple_override: int | None = None
+        self._layout: tuple[bool, int] | None = None
         self._prompt_counts = {"offered": 0, "with_solution": 0}
 
     # ------------------------------------------------------------------ set-up
@@ -150,17 +149,29 @@ class CalibRLTrainer(PPOTrainerSync):
                 self.config.actor_rollout_ref.rollout.n = previous
 
     def _get_required_batch_multiple(self, dp_size: int) -> int:
-        if self._multiple_override is not None:
-            return math.lcm(dp_size, self._multiple_override)
-        return super()._get_required_batch_multiple(dp_size)
+        if self._layout is None:
+            return super()._get_required_batch_multiple(dp_size)
+        dp_only, extra_multiple = self._layout
+        base = dp_size if dp_only else super()._get_required_batch_multiple(dp_size)
+        return math.lcm(base, extra_multiple)
 
     @contextlib.contextmanager
-    def _only_multiple_of(self, multiple: int):
-        self._multiple_override = multiple
+    def _batch_multiple(self, dp_only: bool, extra_multiple: int = 1):
+        """Within the block, verl pads batches to lcm(dp or the actor's mini-batch multiple, ``extra_multiple``)."""
+        self._layout = (dp_only, extra_multiple)
         try:
             yield
         finally:
-            self._multiple_override = None
+            self._layout = None
+
+    def _log_prob_row_multiple(self, dp_size: int) -> int:
+        """Rows the old-log-prob pass needs a multiple of: verl splits each rank's rows into micro-batches of
+        ``rollout.log_prob_micro_batch_size_per_gpu`` unless dynamic batch sizes are on. Expert rows change the row
+        count GRPO would have, so this is enforced here."""
+        rollout = self.config.actor_rollout_ref.rollout
+        if rollout.get("log_prob_use_dynamic_bsz", False):
+            return dp_size
+        return dp_size * int(rollout.get("log_prob_micro_batch_size_per_gpu", None) or 1)
 
     def _classify_rows(self, batch: KVBatchMeta) -> tuple[list[int], list[int], np.ndarray]:
         """Indices of on-policy and expert rows, and each row's ``extra_fields`` flags, cross-checked."""
@@ -211,16 +222,17 @@ class CalibRLTrainer(PPOTrainerSync):
         on-policy rows plus the pads made for the actor's mini-batch multiple (exactly GRPO's update batch), not the
         expert rows nor the pads that only give the old-log-prob pass a multiple of the data-parallel size.
         """
+        log_prob_multiple = self._log_prob_row_multiple(self._dp_size())
         if self.settings.trains_expert_rows:
             whole = _select(batch, on_policy + experts)
-            with self._rows_per_group(self.num_rollouts + 1):
+            with self._rows_per_group(self.num_rollouts + 1), self._batch_multiple(False, log_prob_multiple):
                 whole = self._balance_batch(whole, metrics=metrics)
             return whole, set(whole.keys)
         on_batch = upsample_batch_to_divisible_size(
             _select(batch, on_policy), self._get_required_batch_multiple(self._dp_size()), self.tokenizer.eos_token_id
         )
         full = _concat(on_batch, _select(batch, experts))
-        with self._only_multiple_of(1):
+        with self._batch_multiple(True, log_prob_multiple):
             full = self._balance_batch(full, metrics=metrics)
         return full, set(on_batch.keys)
 

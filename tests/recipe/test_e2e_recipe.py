@@ -1,0 +1,170 @@
+"""CalibRL through verl's real v1 trainer on the CPU backend (tiny random Qwen2.5-VL, demo data with images).
+
+Three runs share the set-up (module-scoped): CalibRL on 2 training processes with a KL reference model and a keep
+probability (so some groups have no expert), resumed from its checkpoint for a third step, and LUFFY for one step.
+"""
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+
+RECIPE_ENTRY = "recipe.calibrl.main_calibrl"
+TOY_REWARD = Path(__file__).with_name("toy_reward.py")
+N_ROLLOUTS = 2
+PROMPTS_PER_STEP = 3
+
+
+def _overrides(data_dir: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"data.train_files={data_dir / 'train.parquet'}",
+        f"data.val_files={data_dir / 'val.parquet'}",
+        "data.val_max_samples=4",
+        f"data.train_batch_size={PROMPTS_PER_STEP}",
+        "data.max_prompt_length=256",
+        "data.max_response_length=96",
+        f"actor_rollout_ref.model.path={model}",
+        f"actor_rollout_ref.rollout.n={N_ROLLOUTS}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={PROMPTS_PER_STEP}",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=3",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=3",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=3",
+        "actor_rollout_ref.actor.optim.lr=1e-3",
+        f"reward.custom_reward_function.path={TOY_REWARD}",
+        "trainer.val_before_train=False",
+        f"trainer.default_local_dir={out / 'checkpoints'}",
+        f"trainer.validation_data_dir={out / 'validation'}",
+        "trainer.experiment_name=e2e",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """Demo parquet (built by the project's CLI) and the tiny Qwen2.5-VL (cached)."""
+    import subprocess
+    import sys
+
+    from calibrl_ext.tiny_models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("recipe_e2e")
+    data_dir = root / "data"
+    subprocess.run([sys.executable, "data_prep/build_parquet.py", "--out", str(data_dir)], check=True,
+                   cwd=Path(__file__).resolve().parents[2], capture_output=True)  # fmt: skip
+    model = build_tiny_model("qwen2_5_vl", root / "model")
+    return root, data_dir, model
+
+
+@pytest.fixture(scope="module")
+def calibrl_run(assets):
+    """CalibRL, 2 processes, KL reference model, expert keep probability 2/3, 2 steps, checkpoint and validation."""
+    from calibrl_ext.cpu_backend.launcher import run_verl
+    from calibrl_ext.cpu_backend.overrides import CpuRunShape
+
+    root, data_dir, model = assets
+    out = root / "calibrl"
+    run = run_verl(
+        _overrides(data_dir, model, out, "trainer.total_training_steps=2", "trainer.save_freq=2",
+                   "trainer.test_freq=2", "calibrl.expert_keep_prob=0.67",
+                   "calibrl.schedule_seed=3"),
+        metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
+        shape=CpuRunShape(n_procs=2),
+    )  # fmt: skip
+    run.raise_for_status()
+    return run, out
+
+
+def test_calibrl_trains_two_steps_with_expert_rows(calibrl_run):
+    """Both steps complete; the calibration term is non-zero; expert rows joined groups, were scored (the expert
+    passes the toy reward) and got old log-probs; all logged metrics are finite."""
+    from calibrl_ext.cpu_backend.launcher import is_finite_number
+
+    run, _ = calibrl_run
+    assert run.steps() == [1, 2]
+    steps = run.by_step()
+    assert any(abs(steps[s]["actor/calibration_loss"]) > 0 for s in (1, 2))
+    for s in (1, 2):
+        m = steps[s]
+        assert m["calibrl/expert_rows"] >= 1 and m["calibrl/expert_pass_rate"] == 1.0
+        assert m["calibrl/expert_log_prob"] < 0
+        for key in ("actor/pg_loss", "actor/entropy", "actor/grad_norm", "critic/score/mean"):
+            assert is_finite_number(m[key]), key
+    assert run.leftover_pids == []
+
+
+def test_update_sees_exactly_the_on_policy_tokens(calibrl_run):
+    """The actor update saw exactly the on-policy response tokens (no expert row, the same arithmetic as GRPO with
+    the same n): tokens seen by the loss (x dp) == the driver's on-policy token count; no expert row entered."""
+    run, _ = calibrl_run
+    for m in run.by_step().values():
+        if "training/global_step" not in m:
+            continue
+        assert m["actor/expert_rows_seen"] == 0
+        assert m["actor/update_tokens_seen"] * 2 == pytest.approx(m["calibrl/update_tokens"])  # dp = 2
+        assert m["calibrl/update_rows"] == PROMPTS_PER_STEP * N_ROLLOUTS
+
+
+def test_groups_without_expert_and_on_policy_metrics(calibrl_run):
+    """With keep probability < 1 some groups train without an expert (counted); entropy and the rollout-vs-actor
+    diff are computed on on-policy rows: the stock diff that includes expert rows is near 1, ours is tiny."""
+    run, _ = calibrl_run
+    steps = [m for m in run.by_step().values() if "training/global_step" in m]
+    assert sum(m["calibrl/groups_without_expert"] for m in steps) >= 1
+    for m in steps:
+        assert m["calibrl/groups_without_expert"] + m["calibrl/expert_rows"] == PROMPTS_PER_STEP
+        assert m["actor/entropy"] == pytest.approx(m["calibrl/entropy_on_policy"], rel=1e-5)
+        assert m["training/rollout_probs_diff_max"] < 1e-3
+        assert m["calibrl/stock_training_rollout_probs_diff_max_incl_expert"] > 0.5
+        assert m["calibrl/tq_rows_at_step_start"] == 0
+
+
+def test_validation_has_no_expert_rows(calibrl_run):
+    """Validation ran after the last step with one greedy sample per prompt: no expert row leaked into it."""
+    import json
+
+    run, out = calibrl_run
+    assert any(key.startswith("val-core/") for key in run.by_step()[2])
+    dumps = list((out / "validation").glob("*.jsonl"))
+    assert dumps, "trainer.validation_data_dir holds no dump"
+    rows = [json.loads(line) for line in dumps[0].read_text().splitlines() if line.strip()]
+    assert len(rows) == 4
+    assert not any("<answer>" in row.get("output", "") and row.get("score") == 1.0 for row in rows)
+
+
+def test_resume_from_checkpoint_continues_at_step_three(calibrl_run, assets):
+    """A second run with resume_mode=auto loads global_step_2 and trains step 3 (same settings)."""
+    from calibrl_ext.cpu_backend.launcher import run_verl
+    from calibrl_ext.cpu_backend.overrides import CpuRunShape
+
+    first, out = calibrl_run
+    assert (out / "checkpoints" / "global_step_2").is_dir()
+    _, data_dir, model = assets
+    resumed = run_verl(
+        _overrides(data_dir, model, out, "trainer.total_training_steps=3", "trainer.save_freq=-1",
+                   "trainer.test_freq=-1", "trainer.resume_mode=auto", "calibrl.expert_keep_prob=0.67",
+                   "calibrl.schedule_seed=3"),
+        metrics_path=out / "resumed_metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
+        shape=CpuRunShape(n_procs=2),
+    )  # fmt: skip
+    resumed.raise_for_status()
+    assert resumed.steps() == [3]
+    assert resumed.by_step()[3]["calibrl/tq_rows_at_step_start"] == 0
+
+
+def test_luffy_trains_the_expert_rows(assets):
+    """LUFFY for one step: expert rows enter the update with their loss, in (n + 1)-row groups."""
+    from calibrl_ext.cpu_backend.launcher import is_finite_number, run_verl
+
+    root, data_dir, model = assets
+    out = root / "luffy"
+    run = run_verl(
+        _overrides(data_dir, model, out, "calibrl.mode=luffy", "trainer.total_training_steps=1",
+                   "trainer.save_freq=-1", "trainer.test_freq=-1"),
+        metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
+    )  # fmt: skip
+    run.raise_for_status()
+    m = run.by_step()[1]
+    assert m["actor/expert_rows_seen"] == m["calibrl/expert_rows"] == PROMPTS_PER_STEP
+    assert is_finite_number(m["actor/luffy_expert_loss"]) and m["actor/luffy_expert_loss"] != 0
+    assert m["calibrl/update_rows"] == PROMPTS_PER_STEP * (N_ROLLOUTS + 1)
