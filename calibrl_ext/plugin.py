@@ -24,6 +24,7 @@ REGISTRATION_MODULES: tuple[str, ...] = (
     "calibrl_ext.verl_losses",  # policy losses: calibrl, luffy, rlplus
     "calibrl_ext.verl_advantage",  # advantage estimator: calibrl
     "calibrl_ext.cpu_backend.register",  # CPU platform "cpu", rollout backend "hf" (used only when selected)
+    "calibrl_ext.internvl",  # InternVL3 (HF-native): verl's processor whitelist and agent-loop image inputs
     "recipe.calibrl.expert_agent_loop",  # agent loop: calibrl_expert (expert row of a training group)
     "recipe.calibrl.calibrl_trainer",  # trainer: trainer.v1.trainer_mode=calibrl
 )

@@ -1,0 +1,176 @@
+"""InternVL3 (transformers-native ``model_type="internvl"``) for verl 0.9.1: the two fixes verl needs, on any device.
+
+verl 0.9.1 has no InternVL support (``grep -ri internvl verl/`` finds nothing). With an HF-native InternVL3
+checkpoint (``OpenGVLab/InternVL3-*-hf`` layout, or ``python -m calibrl_ext.tiny_models --arch internvl3``) it
+fails in two places; this module, registered through :mod:`calibrl_ext.plugin`, replaces the two verl functions
+involved, for InternVL processors only (every other model goes through verl's code unchanged):
+
+1. ``verl.utils.tokenizer.hf_processor`` (re-exported as ``verl.utils.hf_processor``) only accepts a whitelist of
+   processor classes; for ``InternVLProcessor`` it raises inside a broad ``except`` that turns the error into a
+   warning and returns None. ``HFModelConfig.processor`` is then None and ``RLHFDataset`` stops with "processor is
+   needed to process multimodal data". The replacement loads the InternVL processor itself (InternVL uses 1-D
+   positions, so there is no ``get_rope_index`` to bind, which is the whitelist's purpose).
+2. ``AgentLoopWorker._compute_multi_modal_inputs`` (``verl/experimental/agent_loop/agent_loop.py``) rebuilds the
+   training inputs by decoding the prompt with ``skip_special_tokens=True`` and running the processor on that text.
+   InternVL's image delimiters ``<img>`` / ``<IMG_CONTEXT>`` / ``</img>`` are special tokens, so the decoded text
+   has no image placeholder left and ``InternVLProcessor`` raises "Number of image placeholders in the prompt does
+   not match the number of images". The prompt ids are already expanded correctly, so the replacement computes
+   only the pixel side (``pixel_values``) with the processor's image processor, and checks that the number of
+   ``<IMG_CONTEXT>`` tokens in the ids matches the tiles.
+
+It also maps ``internvl`` to verl's generic VL prompt builder (a registry entry; see
+:func:`_register_continuous_token_family`). What a GPU (vLLM) run may still need is in ``docs/internvl3.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: ``config.json`` model types handled here.
+INTERNVL_MODEL_TYPES: frozenset[str] = frozenset({"internvl"})
+#: Outputs of InternVL's image processor that are model inputs (``num_patches`` is the processor's own
+#: bookkeeping for expanding the prompt and must not reach ``forward``).
+INTERNVL_MODEL_IMAGE_KEYS: tuple[str, ...] = ("pixel_values",)
+#: Attribute set on each replacement, so importing twice patches nothing twice.
+_PATCH_MARK = "__calibrl_patch__"
+
+
+def is_internvl_processor(processor: Any) -> bool:
+    """True for transformers' ``InternVLProcessor`` (and subclasses)."""
+    try:
+        from transformers import InternVLProcessor
+    except ImportError:  # a transformers without InternVL: nothing of this module applies
+        return False
+    return isinstance(processor, InternVLProcessor)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 1. verl.utils.tokenizer.hf_processor
+# ------------------------------------------------------------------------------------------------------------
+def _internvl_config(name_or_path: Any, **kwargs: Any):
+    """The checkpoint's config if it is an InternVL one, else None (also when it cannot be read: verl decides)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    except Exception:  # verl's own hf_processor reports unreadable checkpoints its way
+        return None
+    return config if getattr(config, "model_type", None) in INTERNVL_MODEL_TYPES else None
+
+
+def _patch_hf_processor() -> None:
+    import verl.utils.tokenizer as verl_tokenizer
+
+    original = verl_tokenizer.hf_processor
+    if getattr(original, _PATCH_MARK, False):
+        return
+
+    def hf_processor(name_or_path, **kwargs):
+        config = _internvl_config(name_or_path, **kwargs)
+        if config is None:
+            return original(name_or_path, **kwargs)
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
+        if not is_internvl_processor(processor):
+            raise ValueError(
+                f"{name_or_path}: config.json says model_type={config.model_type!r} but AutoProcessor loaded "
+                f"{type(processor).__name__}; an InternVL checkpoint needs the HF-native processor files "
+                "(processor_config.json with InternVLProcessor, as in OpenGVLab/InternVL3-*-hf)"
+            )
+        processor.config = config
+        return processor
+
+    hf_processor.__doc__ = original.__doc__
+    hf_processor.__wrapped__ = original
+    setattr(hf_processor, _PATCH_MARK, True)
+    # verl modules bind the name at import (`from verl.utils import hf_processor`): rebind it wherever it is.
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "verl" and getattr(module, "hf_processor", None) is original:
+            module.hf_processor = hf_processor
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 2. AgentLoopWorker._compute_multi_modal_inputs
+# ------------------------------------------------------------------------------------------------------------
+def internvl_multi_modal_inputs(processor: Any, images: list | None, input_ids: torch.Tensor, mm_kwargs: dict | None):
+    """Training inputs of one InternVL trajectory from its images, checked against its expanded prompt ids.
+
+    Args:
+        processor: an ``InternVLProcessor``.
+        images: the trajectory's images (PIL), or None/empty for a text-only row.
+        input_ids: (seq_len,) or (1, seq_len) prompt + response ids, image placeholders already expanded.
+        mm_kwargs: ``mm_processor_kwargs`` of the row (passed to the image processor), or None.
+    Returns:
+        ``{"pixel_values": (num_tiles, 3, H, W)}``, or ``{}`` without images.
+    """
+    context_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    n_context = int((input_ids == context_id).sum())
+    if not images:
+        if n_context:
+            raise ValueError(f"InternVL row has {n_context} {processor.image_token} tokens but no image")
+        return {}
+    features = processor.image_processor(images=list(images), return_tensors="pt", **(mm_kwargs or {}))
+    inputs = {key: features[key] for key in INTERNVL_MODEL_IMAGE_KEYS}
+    expected = int(inputs["pixel_values"].shape[0]) * int(processor.image_seq_length)
+    if n_context != expected:
+        raise ValueError(
+            f"InternVL row: {n_context} {processor.image_token} tokens in the prompt ids but {len(images)} image(s) "
+            f"give {inputs['pixel_values'].shape[0]} tiles x image_seq_length {processor.image_seq_length} = "
+            f"{expected}; the prompt was rendered with another processor configuration"
+        )
+    return inputs
+
+
+def _patch_agent_loop_multi_modal_inputs() -> None:
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+    original = AgentLoopWorker._compute_multi_modal_inputs
+    if getattr(original, _PATCH_MARK, False):
+        return
+
+    def _compute_multi_modal_inputs(self, output, input_ids):
+        if not is_internvl_processor(getattr(self, "processor", None)):
+            return original(self, output, input_ids)
+        multi_modal_data = output.multi_modal_data or {}
+        if multi_modal_data.get("videos") or multi_modal_data.get("audios"):
+            raise NotImplementedError("calibrl's InternVL support covers images only (no videos or audio)")
+        return internvl_multi_modal_inputs(
+            self.processor, multi_modal_data.get("images"), input_ids, output.mm_processor_kwargs
+        )
+
+    _compute_multi_modal_inputs.__doc__ = original.__doc__
+    _compute_multi_modal_inputs.__wrapped__ = original
+    setattr(_compute_multi_modal_inputs, _PATCH_MARK, True)
+    AgentLoopWorker._compute_multi_modal_inputs = _compute_multi_modal_inputs
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 3. A registry entry, not a patch: the agent loop's prompt builder
+# ------------------------------------------------------------------------------------------------------------
+def _register_continuous_token_family() -> None:
+    """Map ``internvl`` to verl's generic VL builder (renders through the processor; what verl falls back to).
+
+    Without the entry verl picks the same builder but warns on every request ("No model-specific Continuous
+    Token builder is registered ... falling back to vldefault"). ``setdefault``: a later verl entry wins.
+    """
+    from verl.utils.tokenizer import continuous_token_wiring as wiring
+
+    for model_type in INTERNVL_MODEL_TYPES:
+        wiring._MODEL_TYPE_TO_FAMILY.setdefault(model_type, wiring.ContinuousTokenModelFamily.VL_DEFAULT)
+
+
+def apply_patches() -> None:
+    """Install both replacements and the builder entry (idempotent)."""
+    _patch_hf_processor()
+    _patch_agent_loop_multi_modal_inputs()
+    _register_continuous_token_family()
+
+
+apply_patches()
