@@ -3,7 +3,7 @@
 verl 0.9.1 has no InternVL support (``grep -ri internvl verl/`` finds nothing). With an HF-native InternVL3
 checkpoint (``OpenGVLab/InternVL3-*-hf`` layout, or ``python -m calibrl_ext.tiny_models --arch internvl3``) it
 fails in two places; this module, registered through :mod:`calibrl_ext.plugin`, replaces the two verl functions
-involved, for InternVL processors only (every other model goes through verl's code unchanged):
+involved, acting on InternVL processors only (every other model goes through verl's code unchanged):
 
 1. ``verl.utils.tokenizer.hf_processor`` (re-exported as ``verl.utils.hf_processor``) only accepts a whitelist of
    processor classes; for ``InternVLProcessor`` it raises inside a broad ``except`` that turns the error into a
@@ -19,7 +19,9 @@ involved, for InternVL processors only (every other model goes through verl's co
    ``<IMG_CONTEXT>`` tokens in the ids matches the tiles.
 
 It also maps ``internvl`` to verl's generic VL prompt builder (a registry entry; see
-:func:`_register_continuous_token_family`). What a GPU (vLLM) run may still need is in ``docs/internvl3.md``.
+:func:`_register_continuous_token_family`), and, in multi-rank training processes only, makes transformers'
+``InternVLModel.forward`` run its vision tower on a dummy tile for micro-batches without images, as verl does for
+Qwen-VL (:func:`_patch_internvl_text_only_forward`; without it FSDP ranks deadlock or abort). What a GPU (vLLM) run may still need is in ``docs/internvl3.md``.
 """
 
 from __future__ import annotations
@@ -166,11 +168,60 @@ def _register_continuous_token_family() -> None:
         wiring._MODEL_TYPE_TO_FAMILY.setdefault(model_type, wiring.ContinuousTokenModelFamily.VL_DEFAULT)
 
 
+# ------------------------------------------------------------------------------------------------------------
+# 4. transformers' InternVLModel.forward under data parallelism
+# ------------------------------------------------------------------------------------------------------------
+def _data_parallel_training_process() -> bool:
+    """True in a process of a multi-rank process group (verl's FSDP workers with dp > 1)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _patch_internvl_text_only_forward() -> None:
+    """Run the vision tower on a dummy tile for micro-batches without images, when ranks must stay in step.
+
+    With FSDP every rank all-gathers the vision tower's shards when any rank runs it. A micro-batch without
+    images (text-only rows, or verl's pad rows) skips the tower in ``InternVLModel.forward``, so the ranks'
+    collectives diverge and gloo/NCCL abort ("Received data size doesn't match"; seen with 2 CPU ranks). verl
+    does the same dummy pass for Qwen-VL in its own model patch; it has none for InternVL. The dummy features
+    enter with weight 0, so outputs and gradients are unchanged. Single-process runs (rollout servers, one rank)
+    are left alone.
+    """
+    from transformers.models.internvl.modeling_internvl import InternVLModel
+
+    original = InternVLModel.forward
+    if getattr(original, _PATCH_MARK, False):
+        return
+
+    def forward(self, input_ids=None, pixel_values=None, *args, inputs_embeds=None, **kwargs):
+        if pixel_values is None and inputs_embeds is None and input_ids is not None and _data_parallel_training_process():
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            vision = self.config.vision_config
+            height, width = (vision.image_size, vision.image_size) if isinstance(vision.image_size, int) else vision.image_size
+            dummy = torch.zeros((1, getattr(vision, "num_channels", 3), height, width), device=inputs_embeds.device)
+            features = self.get_image_features(
+                pixel_values=dummy,
+                vision_feature_layer=self.config.vision_feature_layer,
+                vision_feature_select_strategy=self.config.vision_feature_select_strategy,
+                return_dict=True,
+            ).pooler_output
+            inputs_embeds = inputs_embeds + 0.0 * features.mean()
+            input_ids = None
+        return original(self, input_ids, pixel_values, *args, inputs_embeds=inputs_embeds, **kwargs)
+
+    forward.__doc__ = original.__doc__
+    forward.__wrapped__ = original
+    setattr(forward, _PATCH_MARK, True)
+    InternVLModel.forward = forward
+
+
 def apply_patches() -> None:
-    """Install both replacements and the builder entry (idempotent)."""
+    """Install the replacements and the builder entry (idempotent)."""
     _patch_hf_processor()
     _patch_agent_loop_multi_modal_inputs()
     _register_continuous_token_family()
+    _patch_internvl_text_only_forward()
 
 
 apply_patches()

@@ -1,7 +1,9 @@
-"""Stock verl GRPO on a tiny HF-native InternVL3 with images, through the CPU backend (about 1.5 minutes).
+"""Stock verl GRPO on a tiny HF-native InternVL3 with images, through the CPU backend, with 2 training processes
+(FSDP ranks, each with its own rollout server); about 2 minutes.
 
-verl 0.9.1 alone cannot run it (no InternVL processor, image tokens lost in the agent loop); calibrl_ext.internvl
-fixes both. The data mixes image rows and text-only rows.
+verl 0.9.1 alone cannot run it (no InternVL processor, image tokens lost in the agent loop, ranks out of step on
+micro-batches without images); calibrl_ext.internvl fixes all three. The data mixes image and text-only rows, so
+some micro-batches have no image on one rank while the other rank's have.
 """
 
 import re
@@ -9,6 +11,7 @@ import re
 import pytest
 
 from calibrl_ext.cpu_backend.launcher import is_finite_number, run_verl
+from calibrl_ext.cpu_backend.overrides import CpuRunShape
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +48,7 @@ def internvl_run(tmp_path_factory, tiny_model, color_parquet, toy_reward_path):
         "trainer.save_freq=-1",
         f"trainer.default_local_dir={root / 'checkpoints'}",
     ]
-    run = run_verl(overrides, metrics_path=root / "metrics.jsonl", timeout_s=600)
+    run = run_verl(overrides, metrics_path=root / "metrics.jsonl", timeout_s=600, shape=CpuRunShape(n_procs=2))
     run.raise_for_status()
     return run
 

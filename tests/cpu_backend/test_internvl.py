@@ -140,3 +140,26 @@ def test_the_builder_entry_selects_verls_vl_builder_quietly(processor, caplog):
     with caplog.at_level("WARNING"):
         family = infer_continuous_token_model_family(hf_model_type="internvl", has_multimodal_processor=True)
     assert family.value == "vldefault" and "No model-specific" not in caplog.text
+
+
+def test_dummy_vision_pass_keeps_outputs_and_touches_the_vision_tower(internvl_dir, processor, monkeypatch):
+    """In a multi-rank process a text-only forward also runs the vision tower (so FSDP ranks stay in step): the
+    logits are unchanged and every vision parameter gets a (zero) gradient; without multiple ranks it is skipped."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(internvl_dir)
+    input_ids = torch.tensor([processor.tokenizer("a text-only row").input_ids])
+    vision = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
+
+    def forward_and_grads():
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=input_ids).logits
+        logits.sum().backward()
+        return logits.detach(), [p.grad for p in vision]
+
+    plain_logits, plain_grads = forward_and_grads()
+    assert all(g is None for g in plain_grads)  # single process: the tower is not run
+    monkeypatch.setattr(internvl, "_data_parallel_training_process", lambda: True)
+    dp_logits, dp_grads = forward_and_grads()
+    assert torch.equal(dp_logits, plain_logits)
+    assert all(g is not None and torch.count_nonzero(g) == 0 for g in dp_grads)
