@@ -107,9 +107,10 @@ class CalibRLTrainer(PPOTrainerSync):
     # ------------------------------------------------------------------ set-up
     def on_init_end(self):
         super().on_init_end()
-        if self.settings.uses_expert_rows:
-            actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
-            self.actor_rollout_wg.set_loss_fn(partial(verl_losses.calibrl_actor_loss, config=actor_config))
+        # Installed in every mode (grpo too): it is verl's ppo_loss plus the calibrl fields when present, and it
+        # reports what entered the update, so the modes compare on the same metrics.
+        actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+        self.actor_rollout_wg.set_loss_fn(partial(verl_losses.calibrl_actor_loss, config=actor_config))
 
     def on_step_begin(self):
         """Record how many train rows TransferQueue still holds before the step adds new ones (0 unless rows leak)."""
@@ -245,7 +246,9 @@ class CalibRLTrainer(PPOTrainerSync):
     # ------------------------------------------------------------------ one step
     def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int) -> KVBatchMeta:
         if not self.settings.uses_expert_rows:
-            return super()._step_once(metrics, timing_raw, sample_batch_size)
+            batch = super()._step_once(metrics, timing_raw, sample_batch_size)
+            metrics["calibrl/update_rows"] = float(sum(not tag.get("is_padding", False) for tag in batch.tags))
+            return batch
 
         with marked_timer("gen", timing_raw, color="red"):
             self.on_sample_begin()
@@ -354,6 +357,7 @@ class CalibRLTrainer(PPOTrainerSync):
         )
         self._prompt_counts = {"offered": 0, "with_solution": 0}
         update_tokens = padded["response_mask"][rows].sum()
+        metrics["calibrl/expert_tokens"] = float(padded["response_mask"][is_expert].sum())
         metrics["calibrl/update_rows"] = float(len(rows) - int(is_pad[rows].sum()))
         metrics["calibrl/update_tokens"] = float(update_tokens)
         metrics["calibrl/tq_rows_at_step_start"] = float(getattr(self, "_tq_rows_at_step_start", 0))

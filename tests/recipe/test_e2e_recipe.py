@@ -42,18 +42,17 @@ def _overrides(data_dir: Path, model: Path, out: Path, *extra: str) -> list[str]
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    """Demo parquet (built by the project's CLI) and the tiny Qwen2.5-VL (cached)."""
+    """Demo parquet (built by the project's CLI) and the tiny Qwen2.5-VL (cached under tiny_models/)."""
     import subprocess
     import sys
 
-    from calibrl_ext.tiny_models import build_tiny_model
+    from calibrl_ext.tiny_models import cached_tiny_model
 
     root = tmp_path_factory.mktemp("recipe_e2e")
     data_dir = root / "data"
     subprocess.run([sys.executable, "data_prep/build_parquet.py", "--out", str(data_dir)], check=True,
                    cwd=Path(__file__).resolve().parents[2], capture_output=True)  # fmt: skip
-    model = build_tiny_model("qwen2_5_vl", root / "model")
-    return root, data_dir, model
+    return root, data_dir, cached_tiny_model("qwen2_5_vl")
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +167,23 @@ def test_luffy_trains_the_expert_rows(assets):
     assert m["actor/expert_rows_seen"] == m["calibrl/expert_rows"] == PROMPTS_PER_STEP
     assert is_finite_number(m["actor/luffy_expert_loss"]) and m["actor/luffy_expert_loss"] != 0
     assert m["calibrl/update_rows"] == PROMPTS_PER_STEP * (N_ROLLOUTS + 1)
+
+
+def test_calibrl_recipe_runs_on_tiny_internvl3(assets):
+    """The InternVL3-8B recipe's path (HF-native InternVL3 with images, expert rows through the same prompt path)
+    trains one CalibRL step on the CPU backend with a tiny InternVL3."""
+    from calibrl_ext.cpu_backend.launcher import is_finite_number, run_verl
+    from calibrl_ext.tiny_models import cached_tiny_model
+
+    root, data_dir, _ = assets
+    out = root / "internvl3"
+    run = run_verl(
+        _overrides(data_dir, cached_tiny_model("internvl3"), out, "trainer.total_training_steps=1",
+                   "trainer.save_freq=-1", "trainer.test_freq=-1"),
+        metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
+    )  # fmt: skip
+    run.raise_for_status()
+    m = run.by_step()[1]
+    assert m["calibrl/expert_rows"] == PROMPTS_PER_STEP and m["actor/expert_rows_seen"] == 0
+    assert is_finite_number(m["actor/calibration_loss"]) and m["training/rollout_probs_diff_max"] < 1e-3
+    assert "Error in _run_prompt" not in run.log_path.read_text(errors="replace")
