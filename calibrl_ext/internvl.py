@@ -21,7 +21,8 @@ involved, acting on InternVL processors only (every other model goes through ver
 It also maps ``internvl`` to verl's generic VL prompt builder (a registry entry; see
 :func:`_register_continuous_token_family`), and, in multi-rank training processes only, makes transformers'
 ``InternVLModel.forward`` run its vision tower on a dummy tile for micro-batches without images, as verl does for
-Qwen-VL (:func:`_patch_internvl_text_only_forward`; without it FSDP ranks deadlock or abort). What a GPU (vLLM) run may still need is in ``docs/internvl3.md``.
+Qwen-VL (:func:`_patch_internvl_text_only_forward`; without it FSDP ranks deadlock or abort). What a GPU (vLLM)
+run may still need is in ``docs/internvl3.md``.
 """
 
 from __future__ import annotations
@@ -195,10 +196,12 @@ def _patch_internvl_text_only_forward() -> None:
         return
 
     def forward(self, input_ids=None, pixel_values=None, *args, inputs_embeds=None, **kwargs):
-        if pixel_values is None and inputs_embeds is None and input_ids is not None and _data_parallel_training_process():
+        image_free = pixel_values is None and inputs_embeds is None and input_ids is not None
+        if image_free and _data_parallel_training_process():
             inputs_embeds = self.get_input_embeddings()(input_ids)
             vision = self.config.vision_config
-            height, width = (vision.image_size, vision.image_size) if isinstance(vision.image_size, int) else vision.image_size
+            size = vision.image_size
+            height, width = (size, size) if isinstance(size, int) else size
             dummy = torch.zeros((1, getattr(vision, "num_channels", 3), height, width), device=inputs_embeds.device)
             features = self.get_image_features(
                 pixel_values=dummy,

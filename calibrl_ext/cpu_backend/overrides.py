@@ -1,7 +1,8 @@
 """THE set of environment variables and Hydra overrides that runs a verl entry point on the CPU backend.
 
-Importing it is cheap (no verl import). Everything that launches verl on CPU uses this module (the launcher, ``examples/run_tiny_cpu_grpo.sh``, the CPU
-demo, the eval dry run, the e2e tests), so a fix lands everywhere at once. From Python::
+Importing it is cheap (no verl import). Everything that launches verl on CPU uses this module (the launcher,
+``examples/run_tiny_cpu_grpo.sh``, the CPU demo, the eval dry run, the e2e tests), so a fix lands everywhere at
+once. From Python::
 
     from calibrl_ext.cpu_backend.overrides import cpu_env, cpu_overrides
     env = {**os.environ, **cpu_env()}

@@ -63,7 +63,8 @@ def _prompt(server, text="What color is it?", image=False):
 
 def _generate(server, prompt_ids, images=None, **sampling):
     params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True, **sampling}
-    return asyncio.run(server.generate(prompt_ids=prompt_ids, sampling_params=params, request_id="r", image_data=images))
+    request = server.generate(prompt_ids=prompt_ids, sampling_params=params, request_id="r", image_data=images)
+    return asyncio.run(request)
 
 
 def _teacher_forced_log_probs(server, prompt_ids, token_ids, images, temperature):

@@ -59,7 +59,8 @@ def test_a_hanging_run_is_killed_at_the_timeout_with_its_whole_tree(fake_entry, 
     assert time.monotonic() - started < 30
     assert run.leftover_pids == [] and session_pids(run.session_id) == []
     assert run.session_id == pids[0]
-    assert run.steps() == [1] and run.by_step()[1] == {"training/global_step": 1, "loss": 0.5, "val-core/x/acc/mean@1": 0.25}
+    assert run.steps() == [1]
+    assert run.by_step()[1] == {"training/global_step": 1, "loss": 0.5, "val-core/x/acc/mean@1": 0.25}
     assert "fake entry ready" in run.log_path.read_text() and "timeout" in run.log_tail()
     with pytest.raises(RuntimeError, match="timed out"):
         run.raise_for_status()

@@ -1,4 +1,4 @@
-"""Tiny offline checkpoints: deterministic, reloadable with transformers' Auto classes and verl, runnable with images."""
+"""Tiny offline checkpoints: deterministic, reloadable with transformers' Auto classes and verl, run with images."""
 
 import hashlib
 import json
