@@ -142,7 +142,10 @@ def run_datasets_baseline(source: str, out_dir: str, num_proc: int) -> None:
 def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
     """Wall time and peak RSS (main process, whole tree) of a command."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output goes to a file, not a pipe: a pipe nobody reads until the end fills up with progress bars and
+    # blocks the child.
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     main = psutil.Process(process.pid)
     peak_main = peak_tree = 0
     while process.poll() is None:
@@ -155,7 +158,9 @@ def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
         peak_tree = max(peak_tree, sum(rss.values()))
         time.sleep(SAMPLE_EVERY_S)
     seconds = time.perf_counter() - started
-    output = process.stdout.read()
+    log.seek(0)
+    output = log.read()
+    log.close()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{output[-3000:]}")
     return {"seconds": seconds, "peak_main_mib": peak_main / 2**20, "peak_tree_mib": peak_tree / 2**20}

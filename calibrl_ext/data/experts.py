@@ -152,7 +152,7 @@ def _side_file_records(path: Path, columns: list[str] | None) -> tuple[list[str]
     """(column names, iterator of dict records) of a JSONL / JSON / parquet side file."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, pre_buffer=False)  # see readers.PARQUET_READ_OPTIONS
         names = parquet.schema_arrow.names
 
         def parquet_records():

@@ -3,7 +3,8 @@
 :func:`open_input` recognises:
 
 - an HF ``datasets`` folder written by ``save_to_disk`` (a ``Dataset``, or a ``DatasetDict`` with
-  ``--input-split``): read memory-mapped, images stay ``{bytes, path}`` structs (never decoded here);
+  ``--input-split``): its arrow files are read batch by batch; images stay ``{bytes, path}`` structs
+  (never decoded here);
 - a ``.parquet`` file, or a folder of them (read row group by row group);
 - an ``.arrow`` file (IPC stream or file format, as written by ``datasets``), or a folder of them;
 - a ``.jsonl`` file (one object per line; image columns hold paths relative to ``--image-root``),
@@ -27,6 +28,11 @@ import pyarrow.parquet as pq
 
 #: How many JSONL records are scanned for column names at start-up.
 JSONL_SCHEMA_SCAN_ROWS = 1000
+
+#: Parquet files are read with ``pre_buffer=False``: with pyarrow's pre-buffering, ``iter_batches`` keeps
+#: every column chunk it has read alive until the file is closed (measured: memory grew with the whole
+#: 570 MB file), which would defeat streaming.
+PARQUET_READ_OPTIONS = {"pre_buffer": False}
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,8 @@ def _parquet_source(files: list[Path], name: str, root: Path) -> InputSource:
 
     def iter_records(columns: list[str], chunk_rows: int):
         for file in files:
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=chunk_rows, columns=columns):
+            parquet = pq.ParquetFile(file, **PARQUET_READ_OPTIONS)
+            for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
                 yield batch.to_pylist()
 
     return InputSource(
@@ -81,12 +88,15 @@ def _parquet_source(files: list[Path], name: str, root: Path) -> InputSource:
 
 
 def _open_arrow(path: Path):
-    """A record-batch reader for an arrow IPC file in either format (datasets writes the stream format)."""
-    source = pa.memory_map(str(path))
+    """A record-batch reader for an arrow IPC file in either format (datasets writes the stream format).
+
+    Plain file reads, not a memory map: mapped pages of a file read once count in the resident set
+    until the kernel needs them, so memory would look like it grows with the input.
+    """
     try:
-        return pa.ipc.open_stream(source)
+        return pa.ipc.open_stream(pa.OSFile(str(path)))
     except pa.ArrowInvalid:
-        return pa.ipc.open_file(pa.memory_map(str(path)))
+        return pa.ipc.open_file(pa.OSFile(str(path)))
 
 
 def _batches(reader) -> Iterator[pa.RecordBatch]:
@@ -133,8 +143,16 @@ def _hf_disk_source(path: Path, split: str | None) -> InputSource:
             raise ValueError(f"--input-split {split!r} given but {path} holds a single Dataset, not a DatasetDict")
         dataset = loaded
     schema = dataset.data.schema
+    # save_to_disk writes plain arrow stream files; read them as files (see _open_arrow) unless the dataset
+    # has an indices mapping (a selection over its files), which only datasets itself can apply.
+    files = [Path(entry["filename"]) for entry in dataset.cache_files]
+    stream_files = getattr(dataset, "_indices", None) is None and bool(files) and all(f.exists() for f in files)
 
     def iter_records(columns: list[str], chunk_rows: int):
+        if stream_files:
+            for file in files:
+                yield from _rechunk(_batches(_open_arrow(file)), columns, chunk_rows)
+            return
         arrow = dataset.select_columns(columns).with_format("arrow")
         for table in arrow.iter(batch_size=chunk_rows):
             yield table.to_pylist()

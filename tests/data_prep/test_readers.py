@@ -235,3 +235,28 @@ def test_pil_images_are_encoded_losslessly(helpers):
     original.putpixel((3, 4), (250, 1, 2))
     prepared = prepare_image(original)
     assert list(Image.open(io.BytesIO(prepared.data)).getdata()) == list(original.getdata())
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "arrow"])
+def test_readers_do_not_hold_what_they_have_read(tmp_path, suffix):
+    """Streaming: while a parquet or arrow input is read chunk by chunk, arrow never holds more than a couple of
+    row groups (pyarrow's parquet pre-buffering would keep every chunk read so far: the whole file)."""
+    blob = bytes(range(256)) * 800  # 200 KB per row, 40 row groups of 2 rows: 16 MB in all
+    table = pa.Table.from_pylist([{"id": str(i), "payload": blob} for i in range(80)])
+    path = tmp_path / f"big.{suffix}"
+    if suffix == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path, row_group_size=2, compression="none")
+    else:
+        with pa.ipc.new_stream(str(path), table.schema) as writer:
+            writer.write_table(table, max_chunksize=2)
+    del table  # its own 16 MB would count in arrow's allocation figure
+    source = open_input(path)
+    peak = 0
+    rows = 0
+    for chunk in source.iter_records(["id", "payload"], 2):
+        rows += len(chunk)
+        peak = max(peak, pa.total_allocated_bytes())
+    assert rows == 80
+    assert peak < 3 * 2 * len(blob)  # a few row groups, not the 16 MB file
