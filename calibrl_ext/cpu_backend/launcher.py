@@ -225,7 +225,7 @@ def run_verl(
         echo: also copy the output to this process's stdout, line by line.
         cwd: working directory of the run (default: the current one).
         on_line: called with (seconds since start, decoded line) for every output line as it arrives (the
-            benchmark times start-up milestones with it); exceptions in it are not caught.
+            benchmark times start-up milestones with it); if it raises, it is reported and not called again.
     """
     metrics_path = Path(metrics_path).resolve()
     log_path = Path(log_path).resolve() if log_path else metrics_path.with_name(metrics_path.name + ".log")
@@ -290,7 +290,11 @@ def _copy_output(stream, log_file, echo: bool, on_line, started: float) -> None:
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
         if on_line is not None:
-            on_line(time.monotonic() - started, line.decode(errors="replace"))
+            try:
+                on_line(time.monotonic() - started, line.decode(errors="replace"))
+            except Exception as exc:  # keep draining the pipe: a stalled pipe would block the run
+                sys.stderr.write(f"[launcher] on_line callback failed, no longer called: {exc!r}\n")
+                on_line = None
     stream.close()
 
 

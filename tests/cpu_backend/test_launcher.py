@@ -89,3 +89,27 @@ def test_metrics_parsing(tmp_path):
     path.write_text('{"step": 1, "data": {}}\nnot json\n')
     with pytest.raises(ValueError, match=r"m\.jsonl:2"):
         launcher.read_metrics(path)
+
+
+def test_output_lines_reach_the_callback_and_a_failing_one_does_not_stall_the_run(fake_entry, tmp_path, monkeypatch):
+    """on_line sees each output line with its arrival time; a callback that raises is dropped while the output keeps
+    flowing to the log (a stalled pipe would block the child until the timeout)."""
+    monkeypatch.setattr(launcher, "SETTLE_AFTER_EXIT_S", 0.5)
+    monkeypatch.setattr(launcher, "TERMINATE_GRACE_S", 2.0)
+    seen = []
+    pids_file = tmp_path / "pids.json"
+    common = dict(
+        entry_module="fake_verl_entry",
+        timeout_s=60,
+        use_cpu_backend=False,
+        env={"PYTHONPATH": str(fake_entry), "MODE": "exit", "PIDS_FILE": str(pids_file)},
+    )
+    record = lambda elapsed, line: seen.append((elapsed, line))  # noqa: E731
+    run = launcher.run_verl([], metrics_path=tmp_path / "a" / "m.jsonl", on_line=record, **common)
+    assert run.ok and any("fake entry ready" in line and t >= 0 for t, line in seen)
+
+    def broken(elapsed, line):
+        raise RuntimeError("boom")
+
+    run = launcher.run_verl([], metrics_path=tmp_path / "b" / "m.jsonl", on_line=broken, **common)
+    assert run.ok and "fake entry ready" in run.log_path.read_text()
