@@ -361,6 +361,7 @@ class CalibRLTrainer(PPOTrainerSync):
         metrics["calibrl/update_rows"] = float(len(rows) - int(is_pad[rows].sum()))
         metrics["calibrl/update_tokens"] = float(update_tokens)
         metrics["calibrl/tq_rows_at_step_start"] = float(getattr(self, "_tq_rows_at_step_start", 0))
+        metrics["calibrl/old_log_prob_pad_rows"] = float(is_pad.sum())
 
         dropped = [key for key in full.keys if key not in update_keys]
         if dropped:

@@ -52,7 +52,23 @@ def assets(tmp_path_factory):
     data_dir = root / "data"
     subprocess.run([sys.executable, "data_prep/build_parquet.py", "--out", str(data_dir)], check=True,
                    cwd=Path(__file__).resolve().parents[2], capture_output=True)  # fmt: skip
+    _make_some_prompts_multi_image(data_dir / "train.parquet")
     return root, data_dir, cached_tiny_model("qwen2_5_vl")
+
+
+def _make_some_prompts_multi_image(path: Path, every: int = 3) -> None:
+    """Give every ``every``-th training prompt a second image (and placeholder): multi-image prompts must work
+    for rollouts and expert rows alike."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    for i in range(0, len(frame), every):
+        images = list(frame.at[i, "images"])
+        frame.at[i, "images"] = images + images[:1]
+        messages = [dict(m) for m in frame.at[i, "prompt"]]
+        messages[0]["content"] = "<image>" + messages[0]["content"]
+        frame.at[i, "prompt"] = messages
+    frame.to_parquet(path)
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +91,15 @@ def calibrl_run(assets):
 
 
 def test_calibrl_trains_two_steps_with_expert_rows(calibrl_run):
-    """Both steps complete; the calibration term is non-zero; expert rows joined groups, were scored (the expert
-    passes the toy reward) and got old log-probs; all logged metrics are finite."""
+    """Both steps complete (prompts with one and with two images); the calibration term is non-zero; expert rows
+    joined groups, were scored (the expert passes the toy reward) and got old log-probs; pad rows were added for the
+    2-rank layout; all logged metrics are finite."""
     from calibrl_ext.cpu_backend.launcher import is_finite_number
 
     run, _ = calibrl_run
     assert run.steps() == [1, 2]
     steps = run.by_step()
+    assert any(steps[s]["calibrl/old_log_prob_pad_rows"] > 0 for s in (1, 2))  # pads in the 2-rank layout
     assert any(abs(steps[s]["actor/calibration_loss"]) > 0 for s in (1, 2))
     for s in (1, 2):
         m = steps[s]
