@@ -397,8 +397,9 @@ class _OutputRouter:
 
     def close(self) -> None:
         """Finish every file (renamed into place); a split that got no row has no file."""
-        for split, writer in self.writers.items():
-            self.summary.outputs[split] = str(writer.close())
+        for split in SPLITS:
+            if split in self.writers:
+                self.summary.outputs[split] = str(self.writers[split].close())
 
     def abort(self) -> None:
         for writer in self.writers.values():
