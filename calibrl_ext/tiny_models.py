@@ -489,12 +489,18 @@ def build_tiny_model(arch: str, out_dir: str | os.PathLike, *, tokenizer: str = 
     An existing ``out_dir`` is replaced. The files are written to a temporary sibling first and renamed into
     place, so a concurrent reader never sees a half-written model.
     """
+    return _write_tiny_model(arch, Path(out_dir), tokenizer, seed, replace_existing=True)
+
+
+def _write_tiny_model(arch: str, out_dir: Path, tokenizer: str, seed: int, *, replace_existing: bool) -> Path:
+    """Build into a temporary sibling, then move it to ``out_dir``; with ``replace_existing=False`` a directory
+    that appeared meanwhile (another process built the same cache entry) is kept and the new build discarded."""
     import torch
     from transformers import GenerationConfig
 
     _check_choice("arch", arch, ARCHS)
     _check_choice("tokenizer", tokenizer, TOKENIZERS)
-    out = Path(out_dir).resolve()
+    out = out_dir.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(arch, tokenizer)
     builder = {"qwen2": _build_qwen2, "qwen2_5_vl": _build_qwen2_5_vl, "internvl3": _build_internvl3}[arch]
@@ -514,8 +520,15 @@ def build_tiny_model(arch: str, out_dir: str | os.PathLike, *, tokenizer: str = 
         (tmp / BUILD_STAMP).write_text(json.dumps(asdict(_BuildArgs(arch, tokenizer, seed)), indent=1) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it 0700; Ray workers of another user may have to read it
         if out.exists():
+            if not replace_existing:
+                return out  # a concurrent builder won; its files are the same (deterministic build)
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if replace_existing or not out.exists():
+                raise
+            # a concurrent builder renamed its directory in between: keep it (same files)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -545,7 +558,9 @@ def cached_tiny_model(
             return out
     except (OSError, ValueError):
         pass
-    return build_tiny_model(arch, out, tokenizer=tokenizer, seed=seed)
+    if out.exists():  # stale (older BUILD_VERSION or other arguments): replace it
+        return build_tiny_model(arch, out, tokenizer=tokenizer, seed=seed)
+    return _write_tiny_model(arch, out, tokenizer, seed, replace_existing=False)
 
 
 def main(argv: list[str] | None = None) -> None:

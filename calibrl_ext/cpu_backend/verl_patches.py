@@ -1,5 +1,6 @@
-"""The ONLY place where calibrl replaces verl functions at run time. Each patch names the verl function and why.
+"""The only place where the CPU backend replaces verl functions at run time. Each patch names the verl function and why.
 
+(Model-specific replacements for InternVL3, needed on GPU too, live in :mod:`calibrl_ext.internvl`.)
 Everything else in the CPU backend goes through verl's registries (platform, rollout replica, server adapter)
 and documented settings. Two groups, applied by :func:`apply_patches` (called by the registration module in
 every process, before verl's workers import the patched names):
