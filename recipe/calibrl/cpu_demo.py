@@ -17,7 +17,7 @@ It is a dry run: it proves that data, config and code paths work; a tiny model's
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +40,7 @@ SUMMARY_COLUMNS = (
 DEMO_OVERRIDES = (
     "data.train_batch_size=4",
     "data.max_prompt_length=256",
-    "data.max_response_length=96",
+    "data.max_response_length=128",  # the demo's expert solutions are 58-101 tokens with the tiny tokenizer
     "data.val_max_samples=16",
     "actor_rollout_ref.rollout.n=4",
     "actor_rollout_ref.actor.ppo_mini_batch_size=4",
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out, data_dir = Path(args.out).resolve(), Path(args.data_dir).resolve()
     build_demo_data(data_dir)
-    warm = not args.no_warm_start and importlib.util.find_spec("calibrl_ext.warm_start") is not None
-    model = prepare_model(data_dir, warm)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # warm-start progress on stderr
+    model = prepare_model(data_dir, warm_start=not args.no_warm_start)
     overrides = [
         f"data.train_files={data_dir / 'train.parquet'}",
         f"data.val_files={data_dir / 'val.parquet'}",
