@@ -9,7 +9,8 @@ batch (field names in :data:`BATCH_FIELDS`); :func:`calibrl_actor_loss` - instal
 ``actor_rollout_wg.set_loss_fn`` - reads them from the micro-batch, makes them visible to the registered loss for
 the duration of one ``ppo_loss`` call (a context variable), and reports the loss parts as verl metrics.
 Everything else (entropy bonus, KL loss, rollout-correction weights, micro-batch-invariant aggregation through
-``agg_loss`` with ``config.global_batch_info``) is verl's own ``ppo_loss`` / ``compute_policy_loss_vanilla``.
+``agg_loss`` with ``config.global_batch_info``) is verl's own ``ppo_loss``; the PPO part is verl's vanilla formula
+(see :func:`_ppo_token_loss` for why it is computed per token here).
 
 A fork that builds its own batches calls the same pieces: see ``docs/verl_fork.md``.
 """
@@ -22,8 +23,9 @@ from typing import Any, Optional
 
 import torch
 from tensordict import TensorDict
-from verl.trainer.ppo.core_algos import agg_loss, compute_policy_loss_vanilla, register_policy_loss
+from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 from verl.utils.metric import AggregationType, Metric
+from verl.utils.torch_functional import masked_mean
 from verl.workers.utils.losses import ppo_loss
 
 from calibrl_ext import core
@@ -79,6 +81,42 @@ def _extras(loss_mode: str) -> dict[str, Any]:
     return extras
 
 
+def _ppo_token_loss(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    on_policy: torch.Tensor,
+    config,
+    rollout_is_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """verl's ``vanilla`` dual-clip PPO loss per token, before aggregation, with verl's three metrics.
+
+    The formula is :func:`calibrl_ext.core.ppo_clip_token_loss`, pinned equal to verl's
+    ``compute_policy_loss_vanilla`` (loss and metrics) by ``tests/core/test_verl_glue.py``. It is computed per token
+    here, instead of calling verl's function, so that the PPO part and CalibRL's term are aggregated by ONE
+    ``agg_loss`` call: the aggregation (a masked select and sum, forward and backward) is the most expensive part of
+    the loss on CPU, and a second one made the loss 1.4x verl's instead of the <= 1.3x target (bench/loss_overhead.py).
+
+    Returns:
+        ``((bs, T)`` per-token loss, ``{"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"}``).
+    """
+    clip_ratio = config.clip_ratio
+    clip_low = config.clip_ratio_low if config.clip_ratio_low is not None else clip_ratio
+    clip_high = config.clip_ratio_high if config.clip_ratio_high is not None else clip_ratio
+    loss_mat, stats = core.ppo_clip_token_loss(
+        old_log_prob, log_prob, advantages, clip_low, clip_high, config.get("clip_ratio_c", 3.0)
+    )
+    if rollout_is_weights is not None:
+        loss_mat = loss_mat * rollout_is_weights
+    with torch.no_grad():
+        metrics = {
+            "actor/pg_clipfrac": masked_mean(stats["clipped"].float(), on_policy).item(),
+            "actor/ppo_kl": masked_mean(-stats["log_ratio"], on_policy).item(),
+            "actor/pg_clipfrac_lower": masked_mean(stats["clipped_lower"].float(), on_policy).item(),
+        }
+    return loss_mat, metrics
+
+
 @register_policy_loss("calibrl")
 def compute_policy_loss_calibrl(
     old_log_prob: torch.Tensor,
@@ -89,11 +127,12 @@ def compute_policy_loss_calibrl(
     config=None,
     rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """CalibRL loss: verl's dual-clip PPO + lambda * agg(|A| * LeakyReLU_alpha(-s (l - b))) (METHOD §3).
+    """CalibRL loss: agg(L_pg + lambda * |A| * LeakyReLU_alpha(-s (l - b))) over on-policy tokens (METHOD §3).
 
-    All tensors ``(bs, response_length)``. The PPO part is verl's ``vanilla`` loss (same clipping, rollout
-    correction and aggregation); the calibration term comes from :func:`calibrl_ext.core.calibration_term` and is
-    aggregated by verl's ``agg_loss`` with ``config.global_batch_info`` over the same tokens.
+    All tensors ``(bs, response_length)``. L_pg is verl's ``vanilla`` dual-clip PPO per token (with rollout
+    correction weights when given); the calibration term comes from :func:`calibrl_ext.core.calibration_term`; the
+    sum is aggregated once by verl's ``agg_loss`` with ``config.global_batch_info`` (aggregation is linear, so this
+    equals agg(L_pg) + lambda * agg(G)). The two parts are reported separately.
     """
     settings = calibrl_settings(config)
     extras = _extras("calibrl")
@@ -101,15 +140,7 @@ def compute_policy_loss_calibrl(
     on_policy = response_mask.bool()
     if IS_EXPERT in tensors:
         on_policy = on_policy & ~tensors[IS_EXPERT].bool().unsqueeze(-1)
-    pg_loss, pg_metrics = compute_policy_loss_vanilla(
-        old_log_prob=old_log_prob,
-        log_prob=log_prob,
-        advantages=advantages,
-        response_mask=on_policy,
-        loss_agg_mode=loss_agg_mode,
-        config=config,
-        rollout_is_weights=rollout_is_weights,
-    )
+    pg_mat, pg_metrics = _ppo_token_loss(old_log_prob, log_prob, advantages, on_policy, config, rollout_is_weights)
     # Float masks: on CPU a multiply by a float mask is several times cheaper than by a bool one.
     on_policy_weight = on_policy.to(log_prob.dtype)
     term_weight = on_policy_weight
@@ -127,15 +158,17 @@ def compute_policy_loss_calibrl(
         alpha=settings.alpha,
         huber_delta=settings.huber_delta,
         weight_by_abs_advantage=settings.weight_by_abs_advantage,
-    )
-    calibration_loss = agg_loss(
-        loss_mat=calibration * term_weight,
+    ) * term_weight
+    loss = agg_loss(
+        loss_mat=pg_mat + settings.lam * calibration,
         loss_mask=on_policy_weight,
         loss_agg_mode=loss_agg_mode,
         **config.global_batch_info,
     )
-    extras["parts"].update(pg_loss=pg_loss.detach(), calibration_loss=calibration_loss.detach())
-    return pg_loss + settings.lam * calibration_loss, pg_metrics
+    with torch.no_grad():
+        calibration_loss = agg_loss(calibration, on_policy_weight, loss_agg_mode, **config.global_batch_info)
+    extras["parts"].update(pg_loss=loss.detach() - settings.lam * calibration_loss, calibration_loss=calibration_loss)
+    return loss, pg_metrics
 
 
 def _hybrid_loss(
@@ -148,37 +181,32 @@ def _hybrid_loss(
     config,
     rollout_is_weights: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """PPO on on-policy tokens and the LUFFY / RL-PLUS loss on expert tokens, aggregated together once."""
     settings = calibrl_settings(config)
     extras = _extras(expert_loss)
     expert_rows = extras["tensors"][IS_EXPERT].bool().unsqueeze(-1)
-    on_policy = response_mask.bool() & ~expert_rows
-    expert_tokens = response_mask.bool() & expert_rows
-    pg_loss, pg_metrics = compute_policy_loss_vanilla(
-        old_log_prob=old_log_prob,
-        log_prob=log_prob,
-        advantages=advantages,
-        response_mask=on_policy,
-        loss_agg_mode=loss_agg_mode,
-        config=config,
-        rollout_is_weights=rollout_is_weights,
-    )
-    safe_new = torch.where(expert_tokens, log_prob, torch.zeros_like(log_prob))
-    safe_old = torch.where(expert_tokens, old_log_prob, torch.zeros_like(old_log_prob))
+    tokens = response_mask.bool()
+    on_policy = tokens & ~expert_rows
+    expert_tokens = tokens & expert_rows
+    pg_mat, pg_metrics = _ppo_token_loss(old_log_prob, log_prob, advantages, on_policy, config, rollout_is_weights)
     expert_adv = core.guard_expert_advantage(
         torch.where(expert_tokens, advantages, torch.zeros_like(advantages)), settings.expert_adv_clip
     )
     if expert_loss == "luffy":
-        off_policy = core.luffy_expert_token_loss(safe_new, expert_adv, settings.luffy_gamma)
+        off_policy = core.luffy_expert_token_loss(log_prob, expert_adv, settings.luffy_gamma)
     else:
-        off_policy = core.rlplus_expert_token_loss(safe_new, safe_old, expert_adv)
-    # With verl's global batch info both parts are normalised by the same global counts, so their sum equals one
-    # aggregation of the combined per-token loss over on-policy and expert tokens (agg_loss is additive over
-    # disjoint rows).
-    expert_part = agg_loss(
-        loss_mat=off_policy, loss_mask=expert_tokens, loss_agg_mode=loss_agg_mode, **config.global_batch_info
+        off_policy = core.rlplus_expert_token_loss(log_prob, old_log_prob, expert_adv)
+    token_weight = tokens.to(log_prob.dtype)
+    loss = agg_loss(
+        loss_mat=torch.where(expert_tokens, off_policy, pg_mat),
+        loss_mask=token_weight,
+        loss_agg_mode=loss_agg_mode,
+        **config.global_batch_info,
     )
-    extras["parts"].update(pg_loss=pg_loss.detach(), **{f"{expert_loss}_expert_loss": expert_part.detach()})
-    return pg_loss + expert_part, pg_metrics
+    with torch.no_grad():
+        expert_part = agg_loss(off_policy * expert_tokens, token_weight, loss_agg_mode, **config.global_batch_info)
+    extras["parts"].update(pg_loss=loss.detach() - expert_part, **{f"{expert_loss}_expert_loss": expert_part})
+    return loss, pg_metrics
 
 
 @register_policy_loss("luffy")

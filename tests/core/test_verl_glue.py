@@ -180,3 +180,32 @@ def test_estimator_through_verls_compute_advantage():
         expected = core.group_advantages(scores, uid, is_expert, norm_by_std=norm)
         torch.testing.assert_close(flagged[:, 0], expected)
         torch.testing.assert_close(run("calibrl", norm), run("grpo", norm))
+
+
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_calibrl_with_lambda_zero_is_verls_vanilla_loss(actor_config, loss_agg_mode, with_weights):
+    """With lambda = 0 the registered 'calibrl' loss (which computes verl's PPO formula per token so that one
+    agg_loss call aggregates both terms) returns exactly verl's vanilla loss, gradient and metrics, rollout-correction
+    weights included."""
+    from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
+
+    rows = _rows(seed=7)
+    rows["old_log_probs"][0, :2] -= 1.0  # large ratios: the clip and the dual clip both act
+    rows["advantages"][1] *= 10
+    mask = rows["response_mask"].bool()
+    config = actor_config(loss_agg_mode=loss_agg_mode, lam=0.0)
+    config.global_batch_info.update(dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=6, loss_scale_factor=5)
+    weights = torch.rand(mask.shape, generator=torch.Generator().manual_seed(1)) if with_weights else None
+    kwargs = dict(old_log_prob=rows["old_log_probs"], advantages=rows["advantages"], response_mask=mask,
+                  loss_agg_mode=loss_agg_mode, config=config, rollout_is_weights=weights)  # fmt: skip
+    extras = {k: rows[k] for k in (verl_losses.EXPERT_BASELINE, verl_losses.PASSED)}
+    with verl_losses.micro_batch_extras(**extras):
+        ours, our_metrics = POLICY_LOSS_REGISTRY["calibrl"](log_prob=rows["log_probs"], **kwargs)
+    (our_grad,) = torch.autograd.grad(ours, rows["log_probs"])
+    theirs, their_metrics = compute_policy_loss_vanilla(log_prob=rows["log_probs"], **kwargs)
+    (their_grad,) = torch.autograd.grad(theirs, rows["log_probs"])
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(our_grad, their_grad)
+    assert our_metrics == pytest.approx(their_metrics)
+    assert their_metrics["actor/pg_clipfrac"] > 0
