@@ -113,6 +113,12 @@ def print_report(title: str, result: dict) -> None:
     first_step_end = result["step_done"].get(steps[0])
     if first_step_end is not None:
         print(f"  start-up until step 1 began: {first_step_end - result['metrics'][steps[0]]['timing_s/step']:.1f} s")
+    last_step_end = result["step_done"].get(steps[-1])
+    if last_step_end is not None:
+        print(
+            f"  after the last step line until exit (final validation, Ray and TransferQueue shutdown, cleanup): "
+            f"{result['wall'] - last_step_end:.1f} s"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
