@@ -13,6 +13,12 @@ CPU only (applied only when ``VERL_PLATFORM=cpu``; a GPU run never sees them):
    cpu"), and the platform interface has no hook for the string. The wrapper passes ``backend="cpu:gloo"``
    when verl passes none.
 
+3. ``verl.workers.engine.fsdp.transformer_impl.FSDPEngine._build_fsdp_module`` wraps every forward-only engine (the
+   reference model of a KL loss or KL penalty) with ``CPUOffloadPolicy(pin_memory=True)``, hard-coded. Pinning
+   host memory needs a CUDA driver ("Found no NVIDIA driver"), so a run with a reference model died at start-up on
+   CPU. On the CPU platform the parameters already live in host memory and nothing is copied to a device, so the
+   module's ``CPUOffloadPolicy`` name is rebound to one that never pins.
+
 Device independent (applied always; they fix verl 0.9.1 with transformers 5.x on GPU too):
 
 2. ``verl.models.transformers.qwen2_vl._get_input_embeds``: for a micro-batch without any image or video
@@ -113,8 +119,26 @@ def _patch_qwen2_vl_text_only_embeds() -> None:
     verl_qwen2_vl._get_input_embeds = _get_input_embeds
 
 
+# ------------------------------------------------------------------------------------------------------------
+# 3. CPU only: FSDP2 offload policy of forward-only engines (the reference model)
+# ------------------------------------------------------------------------------------------------------------
+def _patch_reference_offload_pinning() -> None:
+    import verl.workers.engine.fsdp.transformer_impl as transformer_impl
+
+    original = transformer_impl.CPUOffloadPolicy
+    if original is None or _already_patched(original):
+        return
+
+    def cpu_offload_policy_without_pinning(*args, pin_memory: bool = True, **kwargs):
+        return original(*args, pin_memory=False, **kwargs)
+
+    setattr(cpu_offload_policy_without_pinning, _PATCH_MARK, True)
+    transformer_impl.CPUOffloadPolicy = cpu_offload_policy_without_pinning
+
+
 def apply_patches() -> None:
     """Apply the device-independent patches, and the CPU-only ones when ``VERL_PLATFORM=cpu``. Idempotent."""
     _patch_qwen2_vl_text_only_embeds()
     if cpu_platform_selected():
         _patch_process_group_backend()
+        _patch_reference_offload_pinning()

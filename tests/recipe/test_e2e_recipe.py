@@ -14,6 +14,8 @@ RECIPE_ENTRY = "recipe.calibrl.main_calibrl"
 TOY_REWARD = Path(__file__).with_name("toy_reward.py")
 N_ROLLOUTS = 2
 PROMPTS_PER_STEP = 3
+#: A KL loss against a reference model (not in the released recipe): the reference pass runs on the update rows.
+KL_LOSS = ("actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_coef=0.01")
 
 
 def _overrides(data_dir: Path, model: Path, out: Path, *extra: str) -> list[str]:
@@ -73,7 +75,8 @@ def _make_some_prompts_multi_image(path: Path, every: int = 3) -> None:
 
 @pytest.fixture(scope="module")
 def calibrl_run(assets):
-    """CalibRL, 2 processes, KL reference model, expert keep probability 2/3, 2 steps, checkpoint and validation."""
+    """CalibRL, 2 processes, a KL loss with a reference model, expert keep probability 2/3, 2 steps, checkpoint and
+    validation."""
     from calibrl_ext.cpu_backend.launcher import run_verl
     from calibrl_ext.cpu_backend.overrides import CpuRunShape
 
@@ -81,7 +84,7 @@ def calibrl_run(assets):
     out = root / "calibrl"
     run = run_verl(
         _overrides(data_dir, model, out, "trainer.total_training_steps=2", "trainer.save_freq=2",
-                   "trainer.test_freq=2", "calibrl.expert_keep_prob=0.67",
+                   "trainer.test_freq=2", *KL_LOSS, "calibrl.expert_keep_prob=0.67",
                    "calibrl.schedule_seed=3"),
         metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
         shape=CpuRunShape(n_procs=2),
@@ -105,7 +108,7 @@ def test_calibrl_trains_two_steps_with_expert_rows(calibrl_run):
         m = steps[s]
         assert m["calibrl/expert_rows"] >= 1 and m["calibrl/expert_pass_rate"] == 1.0
         assert m["calibrl/expert_log_prob"] < 0
-        for key in ("actor/pg_loss", "actor/entropy", "actor/grad_norm", "critic/score/mean"):
+        for key in ("actor/pg_loss", "actor/entropy", "actor/grad_norm", "critic/score/mean", "actor/kl_loss"):
             assert is_finite_number(m[key]), key
     assert run.leftover_pids == []
 
@@ -159,7 +162,7 @@ def test_resume_from_checkpoint_continues_at_step_three(calibrl_run, assets):
     _, data_dir, model = assets
     resumed = run_verl(
         _overrides(data_dir, model, out, "trainer.total_training_steps=3", "trainer.save_freq=-1",
-                   "trainer.test_freq=-1", "trainer.resume_mode=auto", "calibrl.expert_keep_prob=0.67",
+                   "trainer.test_freq=-1", "trainer.resume_mode=auto", *KL_LOSS, "calibrl.expert_keep_prob=0.67",
                    "calibrl.schedule_seed=3"),
         metrics_path=out / "resumed_metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
         shape=CpuRunShape(n_procs=2),
