@@ -363,17 +363,18 @@ def ppo_clip_token_loss(
     """
     if clip_c <= 1.0:
         raise ValueError(f"clip_c (dual-clip constant c) must be > 1, got {clip_c}")
-    advantages = _row_vector(advantages, log_probs, "advantages").to(log_probs.dtype)
+    neg_advantages = -_row_vector(advantages, log_probs, "advantages").to(log_probs.dtype)
     log_ratio = torch.clamp(log_probs - old_log_probs, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+    unclipped = neg_advantages * ratio
+    clipped = neg_advantages * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
     loss_clip = torch.maximum(unclipped, clipped)
-    loss_dual = torch.minimum(-advantages * clip_c, loss_clip)
-    loss = torch.where(advantages < 0, loss_dual, loss_clip)
+    dual_bound = neg_advantages * clip_c
+    negative = neg_advantages > 0  # A < 0
+    loss = torch.where(negative, torch.minimum(dual_bound, loss_clip), loss_clip)
     stats = {
         "clipped": clipped > unclipped,
-        "clipped_lower": (loss_clip > -advantages * clip_c) & (advantages < 0),
+        "clipped_lower": (loss_clip > dual_bound) & negative,
         "log_ratio": log_ratio,
     }
     return loss, stats
