@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create or refresh the project environment in .venv/ for a CPU-only machine.
 #   - torch/torchvision first, pinned by constraints/cpu.txt (never a CUDA-only extra, never vllm/flash-attn);
-#   - then this package in editable mode with its test extra, under the same constraints.
+#   - then this package in editable mode with its test extra, under the same constraints plus
+#     constraints/cpu-lock.txt (exact versions of a working environment: a fresh resolve of verl's wide ranges
+#     backtracks for many minutes).
 # Idempotent: the stamp file records the hash of the install inputs; an unchanged tree re-installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +11,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 VENV=.venv
 STAMP="$VENV/.calibrl-install-stamp"
-inputs_hash=$(cat setup.py constraints/cpu.txt | sha256sum | cut -d' ' -f1)
+inputs_hash=$(cat setup.py constraints/cpu.txt constraints/cpu-lock.txt | sha256sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$inputs_hash" ]; then
   exit 0
@@ -23,7 +25,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 echo "bootstrap: installing torch/torchvision (constraints/cpu.txt)"
 "${PIP[@]}" install -r constraints/cpu.txt -c constraints/cpu.txt 2>&1 | grep -v "is ignored: it is neither" || true
 echo "bootstrap: installing calibrl (editable) with verl 0.9.1 and test tools"
-"${PIP[@]}" install -e ".[test]" -c constraints/cpu.txt 2>&1 | grep -v "is ignored: it is neither" || true
+"${PIP[@]}" install -e ".[test]" -c constraints/cpu.txt -c constraints/cpu-lock.txt 2>&1 | grep -v "is ignored: it is neither" || true
 "$VENV/bin/python" - <<'PY'
 import importlib, sys
 for mod in ("torch", "torchvision", "verl", "calibrl_ext", "qwen_vl_utils", "math_verify", "pytest"):
