@@ -21,11 +21,14 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
   exit 1
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# pip's own exit status decides (pipefail); the filter only drops the local-index notices of this workplace.
+pip_install() {
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q install "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+}
 echo "bootstrap: installing torch/torchvision (constraints/cpu.txt)"
-"${PIP[@]}" install -r constraints/cpu.txt -c constraints/cpu.txt 2>&1 | grep -v "is ignored: it is neither" || true
+pip_install -r constraints/cpu.txt -c constraints/cpu.txt
 echo "bootstrap: installing calibrl (editable) with verl 0.9.1 and test tools"
-"${PIP[@]}" install -e ".[test]" -c constraints/cpu.txt -c constraints/cpu-lock.txt 2>&1 | grep -v "is ignored: it is neither" || true
+pip_install -e ".[test]" -c constraints/cpu.txt -c constraints/cpu-lock.txt
 "$VENV/bin/python" - <<'PY'
 import importlib, sys
 for mod in ("torch", "torchvision", "verl", "calibrl_ext", "qwen_vl_utils", "math_verify", "pytest"):
