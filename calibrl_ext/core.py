@@ -1,8 +1,8 @@
 """CalibRL's maths as plain torch functions (no verl import).
 
 Paper: "Controllable Exploration in Hybrid-Policy RLVR for Multi-Modal Reasoning" (CalibRL),
-https://arxiv.org/abs/2602.20197. Section numbers (§) refer to ``docs/method.md`` / the project's
-METHOD notes. With default arguments every function reproduces the authors' released numerics.
+https://arxiv.org/abs/2602.20197. "§n" and "METHOD §n" refer to ``docs/method.md``. With default arguments
+every function reproduces the authors' released numerics.
 
 Shapes: ``N`` rows (on-policy rollouts and expert rows of several groups), ``T`` response positions
 (right-padded; position ``t`` of every row is the ``t``-th generated token).

@@ -1,6 +1,6 @@
 """Expert solutions: normalise, join from a side file, check the format, check the answer.
 
-The expert trajectory e (METHOD.md, Notation) is a written solution in the policy's own output
+The expert trajectory e (docs/method.md, Notation) is a written solution in the policy's own output
 format ``<think>…</think><answer>…</answer>``. It arrives in several shapes:
 
 - a plain string (CalibRL's released ``solution`` column);

@@ -6,7 +6,7 @@ row's ``images`` in order, asserting that the counts match. This module builds t
 - the question comes as a string, or as chat messages (a user message whose content is a string
   or a list of ``{type: text|image}`` parts; an optional system message is kept);
 - the user text is rendered through a template holding ``{question}``; the default appends the
-  paper's instruction suffix (arXiv 2602.20197, appendix; METHOD.md §6);
+  paper's instruction suffix (arXiv 2602.20197, appendix; docs/method.md §6);
 - when the question has no ``<image>`` placeholder, one per image is inserted at its start
   (what the released code did); when it has some, their number must equal the number of images.
 """
@@ -23,7 +23,7 @@ IMAGE_PLACEHOLDER = "<image>"
 #: The field of the template that receives the question text.
 QUESTION_FIELD = "{question}"
 
-#: The instruction suffix of the paper's appendix (METHOD.md §6), verbatim.
+#: The instruction suffix of the paper's appendix (docs/method.md §6), verbatim.
 PAPER_INSTRUCTION_SUFFIX = (
     "You FIRST think about the reasoning process as an internal monologue and then provide the final answer. "
     "The reasoning process MUST BE enclosed within <think> </think> tags. "

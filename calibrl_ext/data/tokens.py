@@ -6,7 +6,7 @@
   (the same calls verl's own overlong filter makes). Without a processor ``<image>`` stays one
   piece of text and the count is a lower bound; a warning says so at start-up.
 - Expert: the expert text tokenized WITHOUT a chat template, plus one EOS token, exactly what the
-  recipe appends to the group (METHOD.md, Notation).
+  recipe appends to the group (docs/method.md, Notation).
 """
 
 from __future__ import annotations

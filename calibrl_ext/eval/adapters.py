@@ -1,7 +1,6 @@
 """Benchmark adapters: one record in the benchmark's own schema -> one :class:`BenchmarkRow`.
 
-Each adapter knows its benchmark's schema traps (``/work/shared/docs/BENCHMARKS.md``; summarised in
-``docs/evaluation.md``) and raises :class:`calibrl_ext.data.RowRejected` with a reason and a message for a
+Each adapter knows its benchmark's schema traps (listed per benchmark in ``docs/evaluation.md``) and raises :class:`calibrl_ext.data.RowRejected` with a reason and a message for a
 record it cannot turn into a scorable row. The build (:mod:`calibrl_ext.eval.build`) turns the row into
 a verl parquet row (images, prompt template, answer spec check).
 """

@@ -4,8 +4,8 @@ The actor never sees a whole group (verl reorders, pads and shuffles rows before
 crosses rows is materialised here, per row, before the expert rows leave the batch (METHOD §2, §3):
 
 - ``baseline`` b_t: the expert's l^old by position (0 past its length, 0 without an expert);
-- ``calibration_mask``: where the term applies (groups with a kept expert inside the pass-rate window, on-policy
-  rows only, and with ``beyond_expert=drop`` not past the expert's length);
+- ``calibration_mask``: where the term applies (groups that kept their expert row - the schedules and the pass-rate
+  window remove it earlier - on-policy rows only, and with ``beyond_expert=drop`` not past the expert's length);
 - ``passed`` s_i: reward > ``pass_threshold``.
 
 All inputs are padded ``[N, T]`` / ``[N]`` tensors in one batch order; pad rows (verl's upsampling) count as
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from calibrl_ext import core
-from recipe.calibrl.schedule import groups_in_pass_rate_window
 
 
 @dataclass
@@ -32,8 +31,6 @@ class CalibrationFields:
     calibration_mask: torch.Tensor
     passed: torch.Tensor
     group_has_expert: torch.Tensor
-    group_in_window: torch.Tensor
-    group_pass_rate: torch.Tensor
     group_codes: torch.Tensor
 
 
@@ -46,7 +43,6 @@ def compute_calibration_fields(
     is_pad: torch.Tensor,
     pass_threshold: float,
     beyond_expert: str,
-    pass_rate_window: tuple[float, float],
 ) -> CalibrationFields:
     """Compute b_t, the calibration mask and s_i for every row.
 
@@ -59,7 +55,6 @@ def compute_calibration_fields(
         is_pad: ``[N]`` bool pad rows from verl's upsampling.
         pass_threshold: s_i = +1 iff r_i > pass_threshold (released 0.1).
         beyond_expert: ``zero_baseline`` | ``drop`` (METHOD §7.7).
-        pass_rate_window: ``(low, high)`` on the group's on-policy pass rate.
 
     Returns:
         :class:`CalibrationFields`.
@@ -70,19 +65,14 @@ def compute_calibration_fields(
     passed = scores > pass_threshold
     baseline = core.expert_baseline(old_log_probs, response_mask, codes, is_expert)
     mask = core.calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
-    on_policy = ~is_expert & ~is_pad
-    rate, in_window = groups_in_pass_rate_window(passed, codes, on_policy, pass_rate_window)
     num_groups = int(codes.max().item()) + 1 if codes.numel() else 0
     experts_per_group = torch.zeros(num_groups, dtype=torch.long).index_add_(0, codes, is_expert.long())
     has_expert = experts_per_group[codes] > 0
-    keep = (in_window & ~is_pad).unsqueeze(-1).to(mask.dtype)
     return CalibrationFields(
         baseline=baseline,
-        calibration_mask=mask * keep,
+        calibration_mask=mask * (~is_pad).unsqueeze(-1).to(mask.dtype),
         passed=passed,
         group_has_expert=has_expert,
-        group_in_window=in_window,
-        group_pass_rate=rate,
         group_codes=codes,
     )
 
@@ -128,7 +118,6 @@ def calibration_metrics(
         metrics[f"calibrl/frac_below_baseline_{tag}"] = float((~above & selected).sum()) / count if count else 0.0
     prompt_groups = int(torch.unique(fields.group_codes[on_policy]).numel())
     expert_rows = int(is_expert.sum())
-    calibrated_groups = int((fields.group_has_expert & fields.group_in_window & is_expert).sum())
     metrics.update(
         {
             "calibrl/entropy_on_policy": _token_mean(entropy, on_tokens),
@@ -140,8 +129,6 @@ def calibration_metrics(
             "calibrl/expert_kept_rate": groups_offered_expert / groups_with_solution if groups_with_solution else 0.0,
             "calibrl/groups_with_expert_solution": float(groups_with_solution),
             "calibrl/groups_without_expert": float(prompt_groups - expert_rows),
-            "calibrl/groups_calibrated": float(calibrated_groups),
-            "calibrl/groups_outside_pass_window": float(expert_rows - calibrated_groups),
             "calibrl/calibrated_token_frac": float(calibrated.sum()) / max(int(on_tokens.sum()), 1),
         }
     )

@@ -1,7 +1,7 @@
 """The CalibRL trainer: verl 0.9.1's v1 sync PPO trainer with expert rows (``trainer.v1.trainer_mode=calibrl``).
 
-One training step (``_step_once``), with the verl pitfalls each line avoids (docs: recipe/calibrl/README.md,
-``../shared/docs/verl_notes/v1_trainer_map.md``):
+One training step (``_step_once``), with the verl pitfalls each line avoids (recipe/calibrl/README.md, "How an
+expert row goes through verl's v1 trainer"):
 
 1. generation: every prompt scheduled for an expert row runs the ``calibrl_expert`` agent loop with ``n + 1``
    sessions (``_next_train_batch``); session ``n`` is the expert, scored by the reward function like a rollout.
@@ -46,11 +46,10 @@ from verl.utils.debug.metrics import calculate_debug_metrics
 
 from calibrl_ext import verl_losses
 from calibrl_ext.config import calibrl_settings
-from calibrl_ext.core import encode_groups
 from calibrl_ext.verl_advantage import expert_rows
 from recipe.calibrl.calibration_fields import calibration_metrics, compute_calibration_fields
 from recipe.calibrl.expert_agent_loop import AGENT_NAME, EXPERT_FLAG, TRUNCATED_FLAG
-from recipe.calibrl.schedule import ExpertSchedule, groups_in_pass_rate_window
+from recipe.calibrl.schedule import ExpertSchedule, experts_outside_pass_rate_window
 from recipe.calibrl.settings import TRAINER_MODE
 from recipe.calibrl.startup_checks import validate_startup
 
@@ -193,26 +192,26 @@ class CalibRLTrainer(PPOTrainerSync):
             truncated[i] = bool(fields.get(TRUNCATED_FLAG, False))
         return on_policy, experts, truncated
 
-    def _drop_out_of_window_experts(
-        self, batch: KVBatchMeta, on_policy: list[int], experts: list[int], metrics: dict
-    ) -> list[int]:
+    def _drop_out_of_window_experts(self, batch: KVBatchMeta, experts: list[int], metrics: dict) -> list[int]:
         """Clear expert rows of groups whose on-policy pass rate is outside ``calibrl.pass_rate_window``."""
-        if not experts or tuple(self.settings.pass_rate_window) == (0.0, 1.0):
-            metrics["calibrl/groups_outside_pass_window"] = 0.0
-            return experts
-        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores", "uid"])
-        scores = data["rm_scores"].to_padded_tensor().sum(-1)
-        codes = encode_groups(list(data["uid"]))
-        on_mask = torch.zeros(len(batch), dtype=torch.bool)
-        on_mask[on_policy] = True
-        passed = scores > self.loss_settings.pass_threshold
-        _, in_window = groups_in_pass_rate_window(passed, codes, on_mask, tuple(self.settings.pass_rate_window))
-        kept = [i for i in experts if bool(in_window[i])]
-        dropped = [batch.keys[i] for i in experts if not bool(in_window[i])]
-        if dropped:
-            tq.kv_clear(keys=dropped, partition_id=batch.partition_id)
+        window = tuple(self.settings.pass_rate_window)
+        dropped: list[int] = []
+        if experts and window != (0.0, 1.0):
+            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores", "uid"])
+            is_expert = torch.zeros(len(batch), dtype=torch.bool)
+            is_expert[experts] = True
+            outside = experts_outside_pass_rate_window(
+                data["rm_scores"].to_padded_tensor().sum(-1),
+                list(data["uid"]),
+                is_expert,
+                self.loss_settings.pass_threshold,
+                window,
+            )
+            dropped = outside.nonzero().squeeze(-1).tolist()
+            if dropped:
+                tq.kv_clear(keys=[batch.keys[i] for i in dropped], partition_id=batch.partition_id)
         metrics["calibrl/groups_outside_pass_window"] = float(len(dropped))
-        return kept
+        return [i for i in experts if i not in set(dropped)]
 
     def _layout_for_log_probs(
         self, batch: KVBatchMeta, on_policy: list[int], experts: list[int], metrics: dict
@@ -264,7 +263,7 @@ class CalibRLTrainer(PPOTrainerSync):
                 batch = self._compute_reward_colocate(batch, metrics=metrics)
 
         on_policy, experts, truncated = self._classify_rows(batch)
-        experts = self._drop_out_of_window_experts(batch, on_policy, experts, metrics)
+        experts = self._drop_out_of_window_experts(batch, experts, metrics)
         is_truncated = {batch.keys[i]: bool(truncated[i]) for i in experts}
         expert_keys = {batch.keys[i] for i in experts}
         full, update_keys = self._layout_for_log_probs(batch, on_policy, experts, metrics)
@@ -323,7 +322,6 @@ class CalibRLTrainer(PPOTrainerSync):
             is_pad,
             pass_threshold=self.loss_settings.pass_threshold,
             beyond_expert=self.loss_settings.beyond_expert,
-            pass_rate_window=(0.0, 1.0),  # out-of-window experts were already removed
         )
 
         in_update = torch.tensor([key in update_keys for key in full.keys])

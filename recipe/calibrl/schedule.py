@@ -6,9 +6,9 @@ Two decisions, made at different times:
 - before generation (:meth:`ExpertSchedule.expert_rows_for_batch`): GRPO-only warm-up steps, prompts without an
   expert solution, and the per-group keep probability. A prompt that gets no expert row costs nothing (no
   tokenisation, no old-log-prob forward) and its group trains as plain GRPO.
-- after generation (:func:`groups_in_pass_rate_window`): the pass-rate window needs the group's on-policy outcomes,
-  so the expert row exists; outside the window its calibration term is switched off (and luffy/rlplus do not train
-  on it).
+- after generation, as soon as rewards exist (:func:`experts_outside_pass_rate_window`): the pass-rate window needs
+  the group's on-policy outcomes, so the expert row exists; outside the window it is removed before any forward pass,
+  which switches its calibration term off (and luffy/rlplus do not train on it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from calibrl_ext.core import encode_groups
 from recipe.calibrl.settings import CalibRLRecipeSettings
 
 
@@ -74,3 +75,27 @@ def groups_in_pass_rate_window(
     rate = (passes / count.clamp(min=1))[group_codes]
     low, high = window
     return rate.float(), (rate >= low) & (rate <= high)
+
+
+def experts_outside_pass_rate_window(
+    scores: torch.Tensor,
+    group_ids: Sequence[str] | np.ndarray,
+    is_expert: torch.Tensor,
+    pass_threshold: float,
+    window: tuple[float, float],
+) -> torch.Tensor:
+    """Expert rows whose group's on-policy pass rate (reward > ``pass_threshold``) lies outside ``window``.
+
+    Args:
+        scores: ``[N]`` rewards of the sampled rows (rollouts and expert rows; no pads yet).
+        group_ids: ``[N]`` prompt uids.
+        is_expert: ``[N]`` bool.
+        pass_threshold: s_i = +1 iff r_i > pass_threshold.
+        window: ``(low, high)``, inclusive.
+
+    Returns:
+        ``[N]`` bool, True on the expert rows to remove.
+    """
+    is_expert = is_expert.bool()
+    _, inside = groups_in_pass_rate_window(scores > pass_threshold, encode_groups(group_ids), ~is_expert, window)
+    return is_expert & ~inside

@@ -88,7 +88,7 @@ def check_algorithm(config, settings: CalibRLRecipeSettings) -> None:
     if filter_groups is not None and filter_groups.get("enable", False):
         _fail(
             "algorithm.filter_groups.enable=True: DAPO's group filter would count the expert row's reward in the "
-            f"group's score. Set algorithm.filter_groups.enable=False, or calibrl.mode=grpo."
+            "group's score. Set algorithm.filter_groups.enable=False, or calibrl.mode=grpo."
         )
     correction = algorithm.get("rollout_correction", None)
     if correction is not None and correction.get("bypass_mode", False):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from recipe.calibrl.calibration_fields import calibration_metrics, compute_calibration_fields
-from recipe.calibrl.schedule import ExpertSchedule, groups_in_pass_rate_window
+from recipe.calibrl.schedule import ExpertSchedule, experts_outside_pass_rate_window, groups_in_pass_rate_window
 from recipe.calibrl.settings import CalibRLRecipeSettings
 
 SOLUTIONS = ["<think>a</think><answer>1</answer>", "", "<think>b</think><answer>2</answer>", "  "]
@@ -60,7 +60,7 @@ def test_calibration_fields_on_a_hand_made_batch(beyond_expert):
     """Every row of group a gets the expert's old log-probs by position (0 past its 3 tokens); group b and the pad
     get b = 0 and no calibration; the expert row itself is never calibrated; s_i = r_i > 0.1."""
     old, mask, scores, uids, is_expert, is_pad = _batch()
-    fields = compute_calibration_fields(old, mask, scores, uids, is_expert, is_pad, 0.1, beyond_expert, (0.0, 1.0))
+    fields = compute_calibration_fields(old, mask, scores, uids, is_expert, is_pad, 0.1, beyond_expert)
     expected_b = torch.tensor([-2.0, -0.5, -4.0, 0.0])
     for row in (0, 1, 2):
         assert torch.equal(fields.baseline[row], expected_b)
@@ -73,18 +73,24 @@ def test_calibration_fields_on_a_hand_made_batch(beyond_expert):
     assert fields.group_has_expert.tolist() == [True, True, True, False, False, False]
 
 
-def test_pass_rate_window_switches_the_term_off():
-    """A group outside the pass-rate window gets no calibration term (METHOD §7.3)."""
-    old, mask, scores, uids, is_expert, is_pad = _batch()
-    fields = compute_calibration_fields(old, mask, scores, uids, is_expert, is_pad, 0.1, "zero_baseline", (0.0, 0.4))
-    assert fields.calibration_mask.sum() == 0  # group a passes 1/2 > 0.4
+def test_pass_rate_window_selects_the_expert_rows_to_remove():
+    """An expert row is removed (its calibration term switched off, METHOD §7.3) exactly when its group's on-policy
+    pass rate is outside the window; rollouts and groups without an expert are never selected."""
+    scores = torch.tensor([1.1, 0.1, 1.1, 1.1, 0.0, 0.0, 1.1])
+    uids = np.array(["a", "a", "a", "b", "b", "b", "c"], dtype=object)
+    is_expert = torch.tensor([False, False, True, False, False, True, False])
+    # group a passes 1/2, group b 1/2, group c (no expert) 1/1
+    assert experts_outside_pass_rate_window(scores, uids, is_expert, 0.1, (0.0, 1.0)).sum() == 0
+    assert experts_outside_pass_rate_window(scores, uids, is_expert, 0.1, (0.0, 0.4)).tolist() == [
+        False, False, True, False, False, True, False]  # fmt: skip
+    assert experts_outside_pass_rate_window(scores, uids, is_expert, 0.1, (0.5, 0.5)).sum() == 0
 
 
 def test_metrics_on_a_hand_made_batch():
     """Step metrics: on-policy entropy excludes expert and pad rows; expert entropy, log-prob and pass rate are the
     expert row's; above/below-baseline fractions are over calibrated tokens of passed / failed rows."""
     old, mask, scores, uids, is_expert, is_pad = _batch()
-    fields = compute_calibration_fields(old, mask, scores, uids, is_expert, is_pad, 0.1, "zero_baseline", (0.0, 1.0))
+    fields = compute_calibration_fields(old, mask, scores, uids, is_expert, is_pad, 0.1, "zero_baseline")
     entropy = torch.full((6, 4), 1.0)
     entropy[2] = 5.0  # expert row
     entropy[5] = 9.0  # pad row

@@ -139,17 +139,22 @@ def test_groups_without_expert_and_on_policy_metrics(calibrl_run):
         assert m["calibrl/tq_rows_at_step_start"] == 0
 
 
-def test_validation_has_no_expert_rows(calibrl_run):
-    """Validation ran after the last step with one greedy sample per prompt: no expert row leaked into it."""
+def test_validation_has_no_expert_rows(calibrl_run, assets):
+    """Validation ran after the last step with one greedy sample per prompt (4 prompts, 4 rows), and no dumped
+    response is an expert solution of the validation set: no expert row leaked into validation."""
     import json
 
+    import pandas as pd
+
     run, out = calibrl_run
+    _, data_dir, _ = assets
     assert any(key.startswith("val-core/") for key in run.by_step()[2])
     dumps = list((out / "validation").glob("*.jsonl"))
     assert dumps, "trainer.validation_data_dir holds no dump"
     rows = [json.loads(line) for line in dumps[0].read_text().splitlines() if line.strip()]
     assert len(rows) == 4
-    assert not any("<answer>" in row.get("output", "") and row.get("score") == 1.0 for row in rows)
+    solutions = [s for s in pd.read_parquet(data_dir / "val.parquet")["expert_solution"] if s]
+    assert solutions and not any(solution in row["output"] for row in rows for solution in solutions)
 
 
 def test_resume_from_checkpoint_continues_at_step_three(calibrl_run, assets):
