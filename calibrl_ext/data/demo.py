@@ -12,8 +12,8 @@ Every row draws from its own ``random.Random`` seeded by ``(seed, row index)`` (
 repeats an earlier row), so the output is byte-identical for the same settings and the first N rows
 do not depend on how many rows are generated.
 Image sides are multiples of 28 (Qwen2.5-VL's patch 14 x merge 2) between ``min_side`` and
-``max_side``, and questions come in several phrasings: rows differ in total token length (verl's
-CPU path breaks when every row of a batch has the same length; cpu_e2e.md blocker 6).
+``max_side``, and questions come in several phrasings: rows differ in total token length, like real data
+(equal-length batches are covered separately: calibrl_ext/verl_fixes.py, tests/recipe/test_e2e_equal_lengths.py).
 
 The generator yields records in an ordinary input shape (``question``, ``answer``, ``images``,
 ``solution``, ``id``, ``split``, ``kind``, ``data_source``) that go through the same validation and

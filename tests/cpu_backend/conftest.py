@@ -38,8 +38,8 @@ def _png(rgb, size):
 def write_color_parquet(path: Path, n_rows: int, *, text_only_every: int = 0, split: str = "train") -> Path:
     """Rows asking for an image's colour, in verl's RL parquet layout.
 
-    Prompt lengths vary from row to row: verl 0.9.1 mis-splits a batch whose rows all have the same total
-    length (cpu_e2e.md blocker 6), which a real dataset practically never produces. With ``text_only_every=k``,
+    Prompt lengths vary from row to row, like real data (equal-length batches, which verl 0.9.1 mis-splits
+    without calibrl_ext/verl_fixes.py, have their own e2e test). With ``text_only_every=k``,
     every k-th row (index % k == k - 1) has no image.
     """
     import pandas as pd

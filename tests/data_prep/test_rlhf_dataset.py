@@ -85,7 +85,7 @@ def test_prompt_token_count_matches_verls_overlong_filter(built, tiny_vl_model):
     """extra_info.prompt_tokens is the length verl's own filter measures: with max_prompt_length at the median
     count, verl keeps exactly the rows whose recorded count is <= the median."""
     counts = [info["prompt_tokens"] for info in pq.read_table(built / "train.parquet").column("extra_info").to_pylist()]
-    assert min(counts) > 0 and len(set(counts)) > 1  # varied lengths: verl's CPU path needs them (cpu_e2e blocker 6)
+    assert min(counts) > 0 and len(set(counts)) > 1  # varied lengths, like real data
     threshold = int(statistics.median(counts))
     dataset = _dataset(built / "train.parquet", tiny_vl_model, max_prompt_length=threshold)
     assert len(dataset) == sum(count <= threshold for count in counts)
