@@ -8,6 +8,7 @@ config validation, for CalibRL and every baseline mode.
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,25 +19,45 @@ RECIPE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipe" / "calibrl" /
 SCRIPTS = ["run_qwen25vl_3b.sh", "run_qwen25vl_7b.sh", "run_internvl3_8b.sh", "run_qwen25vl_32b.sh"]
 
 
-def compose_script(script: str, mode: str, train_file: Path, tmp_path: Path):
-    recorder = tmp_path / "record_python.sh"
-    recorded = tmp_path / f"{script}.{mode}.args"
-    recorder.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "{recorded}"\n')
+VERL_CONFIG_DIR = Path(__import__("verl").__file__).parent / "trainer" / "config"
+
+
+def record_launch(script: str, args: list[str], env: dict, entry: str, tmp_path: Path, tag: str) -> list[str]:
+    """Run ``examples/<script> <args>`` with ``PYTHON`` pointing at a recorder: the call ``$PYTHON -m <entry> ...``
+    is recorded (not run) and its Hydra overrides returned; ``-m calibrl_ext.eval report`` (nothing to report) is
+    skipped; every other Python call the script makes (argument checks, manifests) runs for real."""
+    recorder = tmp_path / f"record_python.{tag}.sh"
+    recorded = tmp_path / f"{script}.{tag}.args"
+    recorder.write_text(
+        "#!/usr/bin/env bash\n"
+        f'if [ "$1 $2" = "-m {entry}" ]; then shift 2; printf "%s\\n" "$@" > "{recorded}"; exit 0; fi\n'
+        'if [ "$1 $2 $3" = "-m calibrl_ext.eval report" ]; then exit 0; fi\n'
+        f'exec "{sys.executable}" "$@"\n'
+    )
     recorder.chmod(0o755)
-    env = {**os.environ, "PYTHON": str(recorder), "MODE": mode, "TRAIN_FILES": str(train_file),
-           "VAL_FILES": str(train_file)}  # fmt: skip
-    out = subprocess.run(["bash", str(EXAMPLES / script)], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["bash", str(EXAMPLES / script), *args], env={**os.environ, **env, "PYTHON": str(recorder)},
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    argv = recorded.read_text().splitlines()
-    assert argv[:2] == ["-m", "recipe.calibrl.main_calibrl"], argv[:2]
+    assert recorded.exists(), f"{script} never started `python -m {entry}`:\n{out.stderr[-3000:]}"
+    return recorded.read_text().splitlines()
+
+
+def compose_overrides(config_dir: Path, config_name: str, overrides: list[str]):
+    """Compose the overrides with the entry point's yaml exactly as its @hydra.main does, and resolve them."""
     from hydra import compose, initialize_config_dir
 
     import calibrl_ext.plugin  # noqa: F401  (the calibrl_loss_mode resolver)
 
-    with initialize_config_dir(config_dir=str(RECIPE_CONFIG_DIR), version_base=None):
-        config = compose(config_name="calibrl_trainer", overrides=argv[2:])
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        config = compose(config_name=config_name, overrides=overrides)
     OmegaConf.resolve(config)
     return config
+
+
+def compose_script(script: str, mode: str, train_file: Path, tmp_path: Path, extra_env: dict | None = None):
+    env = {"MODE": mode, "TRAIN_FILES": str(train_file), "VAL_FILES": str(train_file), **(extra_env or {})}
+    argv = record_launch(script, [], env, "recipe.calibrl.main_calibrl", tmp_path, mode)
+    return compose_overrides(RECIPE_CONFIG_DIR, "calibrl_trainer", argv)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -74,3 +95,49 @@ def test_thirty_two_b_script_joins_an_existing_ray_cluster(train_parquet, tmp_pa
     c = compose_script("run_qwen25vl_32b.sh", "calibrl", train_parquet("train.parquet"), tmp_path)
     assert c.trainer.nnodes == 4 and c.ray_kwargs.ray_init.address == "auto"
     assert c.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "calibrl_ext.plugin"
+
+
+@pytest.fixture
+def eval_parquet(tmp_path):
+    """An evaluation parquet built by the real builder (AMC's schema) with 8 rows: one prompt per GPU at 8 GPUs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from calibrl_ext.eval.build import BenchmarkBuildConfig, build_benchmark
+
+    source = tmp_path / "amc" / "train-00000-of-00001.parquet"
+    source.parent.mkdir()
+    pq.write_table(pa.table({"id": pa.array(range(8), pa.int64()), "problem": [f"Find {i}." for i in range(8)],
+                             "answer": pa.array([float(i) for i in range(8)], pa.float64()),
+                             "url": ["https://a"] * 8}), source)  # fmt: skip
+    return build_benchmark(BenchmarkBuildConfig(benchmark="amc", input=str(source), out_dir=str(tmp_path / "bench"))).parquet
+
+
+@pytest.mark.parametrize(("gpus", "tp"), [(1, 1), (2, 1), (8, 2)])
+def test_eval_sh_config_is_valid_on_several_gpus(gpus, tp, eval_parquet, tmp_path):
+    """examples/eval.sh --gpus G composes a config that passes verl's validate_config for 1, 2 and 8 GPUs (its
+    training batch was fixed at 1 prompt, which no G > 1 divides), with G and TP reaching verl."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    args = ["--model", str(model), "--val-files", str(eval_parquet), "--gpus", str(gpus), "--tp", str(tp),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    argv = record_launch("eval.sh", args, {}, "verl.trainer.main_ppo", tmp_path, f"gpus{gpus}")
+    config = compose_overrides(VERL_CONFIG_DIR, "ppo_trainer", argv)
+    assert (config.trainer.n_gpus_per_node, config.actor_rollout_ref.rollout.tensor_model_parallel_size) == (gpus, tp)
+    assert config.trainer.val_only and config.actor_rollout_ref.rollout.name == "vllm"
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+
+
+def test_eval_sh_refuses_a_tp_that_does_not_divide_the_gpus(eval_parquet, tmp_path):
+    """--tp must divide --gpus (vLLM engines of TP GPUs each); refused with exit 2 before verl starts."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    out = subprocess.run(["bash", str(EXAMPLES / "eval.sh"), "--model", str(model), "--val-files", str(eval_parquet),
+                          "--gpus", "2", "--tp", "4", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "--tp must be a positive integer dividing --gpus (2)" in out.stderr
