@@ -90,11 +90,83 @@ def test_seven_b_script_is_the_released_recipe(train_parquet, tmp_path):
     assert (actor.policy_loss.alpha, actor.policy_loss.lam) == (0.5, 0.1) and not c.algorithm.norm_adv_by_std_in_grpo
 
 
-def test_thirty_two_b_script_joins_an_existing_ray_cluster(train_parquet, tmp_path):
-    """run_qwen25vl_32b.sh spans 4 nodes, connects to a running Ray cluster and loads the plugin in its workers."""
+def test_seven_b_script_matches_the_release_where_verl_can(train_parquet, tmp_path):
+    """run_qwen25vl_7b.sh: data.shuffle false, validation every 5 / checkpoint every 10 steps, 18 steps (9k prompts
+    / 480, the released subset's length) unless TOTAL_TRAINING_STEPS says otherwise; token-mean stays verl's (the
+    script documents the difference with its key)."""
+    c = compose_script("run_qwen25vl_7b.sh", "calibrl", train_parquet("train.parquet"), tmp_path)
+    assert c.data.shuffle is False and (c.trainer.test_freq, c.trainer.save_freq) == (5, 10)
+    assert c.trainer.total_training_steps == 18 and c.actor_rollout_ref.actor.loss_agg_mode == "token-mean"
+    text = (EXAMPLES / "run_qwen25vl_7b.sh").read_text()
+    for key in ("trainer.total_training_steps", "actor_rollout_ref.actor.loss_agg_mode=token-mean", "use_dynamic_bsz"):
+        assert key in text
+    whole = compose_script("run_qwen25vl_7b.sh", "calibrl", train_parquet("train.parquet"), tmp_path,
+                           {"TOTAL_TRAINING_STEPS": "null"})  # fmt: skip
+    assert whole.trainer.total_training_steps is None
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_default_logger_needs_no_account(script, train_parquet, tmp_path, monkeypatch):
+    """Default logger: console + file + tensorboard (as released), no wandb; LOGGER=wandb adds wandb; asking for wandb
+    without a key fails at start-up naming WANDB_API_KEY."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a wandb key
+    c = compose_script(script, "calibrl", train_parquet("train.parquet"), tmp_path)
+    assert list(c.trainer.logger) == ["console", "file", "tensorboard"]
+    c = compose_script(script, "calibrl", train_parquet("train.parquet"), tmp_path,
+                       {"LOGGER": "wandb", "WANDB_MODE": "offline"})  # fmt: skip
+    assert list(c.trainer.logger) == ["console", "file", "tensorboard", "wandb"]
+    env = {**os.environ, "PYTHON": "false", "LOGGER": "console,wandb", "TRAIN_FILES": "x", "VAL_FILES": "x"}
+    out = subprocess.run(["bash", str(EXAMPLES / script)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "WANDB_API_KEY" in out.stderr
+
+
+def test_default_train_files_are_where_data_prep_writes_virl39k():
+    """calibrl_gpu.sh's default TRAIN_FILES/VAL_FILES are the files docs/data_prep.md's ViRL39K command writes."""
+    import re
+
+    doc = (EXAMPLES.parent / "docs" / "data_prep.md").read_text()
+    out_dir = re.search(r"--preset virl39k.*?--out (\S+)", doc, re.DOTALL).group(1)
+    script = (EXAMPLES / "calibrl_gpu.sh").read_text()
+    assert f"TRAIN_FILES=${{TRAIN_FILES:-{out_dir}/train.parquet}}" in script
+    assert f"VAL_FILES=${{VAL_FILES:-{out_dir}/val.parquet}}" in script
+
+
+def test_thirty_two_b_script_is_one_node_with_offload(train_parquet, tmp_path):
+    """run_qwen25vl_32b.sh defaults to the smallest layout that fits, 1 node x 8 GPUs with parameter and optimizer
+    offload (its memory arithmetic is in comments), starting its own Ray; NNODES > 1 joins an existing cluster."""
     c = compose_script("run_qwen25vl_32b.sh", "calibrl", train_parquet("train.parquet"), tmp_path)
-    assert c.trainer.nnodes == 4 and c.ray_kwargs.ray_init.address == "auto"
+    fsdp = c.actor_rollout_ref.actor.fsdp_config
+    assert (c.trainer.nnodes, c.trainer.n_gpus_per_node) == (1, 8) and fsdp.param_offload and fsdp.optimizer_offload
+    assert "address" not in c.get("ray_kwargs", {}).get("ray_init", {})
+    assert "67 GB" in (EXAMPLES / "run_qwen25vl_32b.sh").read_text()
+    shared = tmp_path / "shared"
+    c = compose_script("run_qwen25vl_32b.sh", "calibrl", train_parquet("train.parquet"), tmp_path,
+                       {"NNODES": "2", "CKPT_DIR": str(shared / "ckpt")})  # fmt: skip
+    assert c.trainer.nnodes == 2 and c.ray_kwargs.ray_init.address == "auto"
     assert c.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "calibrl_ext.plugin"
+    assert c.trainer.default_local_dir == str(shared / "ckpt")
+
+
+@pytest.mark.parametrize("relative", ["TRAIN_FILES", "VAL_FILES", "CKPT_DIR"])
+def test_several_nodes_refuse_relative_paths(relative, tmp_path):
+    """With NNODES > 1 every data and checkpoint path must be absolute (verl's TaskRunner has no node affinity):
+    a relative one fails at start-up naming the variable and saying why."""
+    paths = {"TRAIN_FILES": "/shared/train.parquet", "VAL_FILES": "/shared/val.parquet", "CKPT_DIR": "/shared/ckpt"}
+    paths[relative] = "data/relative"
+    env = {**os.environ, "PYTHON": "false", "NNODES": "2", **paths}
+    out = subprocess.run(["bash", str(EXAMPLES / "calibrl_gpu.sh")], env={**env, "MODEL_PATH": "m"},
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2
+    assert f"{relative}=data/relative must be an absolute path on storage every node mounts" in out.stderr
+
+
+def test_calibrl_gpu_sh_cites_a_verl_example_that_exists():
+    """The verl example calibrl_gpu.sh cites is a real file of verl's repository (examples/grpo_trainer/...)."""
+    text = (EXAMPLES / "calibrl_gpu.sh").read_text()
+    assert "examples/grpo_trainer/run_qwen2_5_vl-7b.sh" in text
+    assert "run_qwen2_5_vl_7b_vllm_fsdp.sh" not in text
 
 
 @pytest.fixture
