@@ -117,7 +117,8 @@ for file in "${VAL_FILES[@]}"; do [ -f "$file" ] || die "evaluation parquet $fil
 case "$EXTRACTOR" in answer_tag|answer_tag_or_boxed) ;; *) die "--extractor must be answer_tag or answer_tag_or_boxed" ;; esac
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "--n must be a positive integer, got $N"
 [[ "$GPUS" =~ ^[1-9][0-9]*$ ]] || die "--gpus must be a positive integer, got $GPUS"
-[[ "$TP" =~ ^[1-9][0-9]*$ ]] && [ $((GPUS % TP)) -eq 0 ] || die "--tp must be a positive integer dividing --gpus ($GPUS), got $TP"
+[[ "$TP" =~ ^[1-9][0-9]*$ ]] && [ $((GPUS % TP)) -eq 0 ] \
+  || die "--tp must be a positive integer dividing --gpus ($GPUS), got $TP"
 DO_SAMPLE=$("$PYTHON" -c "import sys; t=float(sys.argv[1]); assert t >= 0; print('True' if t > 0 else 'False')" "$TEMPERATURE") \
   || die "--temperature must be a number >= 0, got $TEMPERATURE"
 if [ "$N" -gt 1 ] && [ "$DO_SAMPLE" = "False" ]; then

@@ -121,7 +121,8 @@ def mathverse_text_only_records() -> list:
     options inline in the question."""
     choices = "Choices:\nA:30°\nB:60°\nC:90°\nD:120°"
     base = {"problem_version": "Text Only", "image": "", "query_wo": "...", "query_cot": "...",
-            "metadata": {"split": "testmini_text_only", "source": "GeoQA", "subject": "Plane Geometry", "subfield": "Angle"}}
+            "metadata": {"split": "testmini_text_only", "source": "GeoQA", "subject": "Plane Geometry",
+                         "subfield": "Angle"}}
     question = "AB ∥ CD, ∠1 = 120°, find ∠2.\n" + choices
     return [
         {**base, "sample_index": "1", "problem_index": "1", "question": question, "answer": "B",
@@ -133,7 +134,8 @@ def mathverse_text_only_records() -> list:
 
 @pytest.fixture(scope="session")
 def mathverse_text_only_input(tmp_path_factory) -> Path:
-    return write_json(tmp_path_factory.mktemp("MathVerseTextOnly") / "testmini_text_only.json", mathverse_text_only_records())
+    folder = tmp_path_factory.mktemp("MathVerseTextOnly")
+    return write_json(folder / "testmini_text_only.json", mathverse_text_only_records())
 
 
 # ---------------------------------------------------------------- MATH-V: data/test.jsonl + images/

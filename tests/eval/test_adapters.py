@@ -152,7 +152,8 @@ def test_logicvista_letter_sets_numbers_and_empty_answer(built):
     assert _spec(rows["v1_19"]) == {"type": "choice", "options": ["10", "12", "14", "16"]}
     assert len(rows) == 5 and not _rejects(built["logicvista"][0])
     empty = rows["v1_30"]
-    assert empty["reward_model"]["ground_truth"] == "" and json.loads(empty["extra_info"]["group"]) == {"empty_gold": True}
+    assert empty["reward_model"]["ground_truth"] == ""
+    assert json.loads(empty["extra_info"]["group"]) == {"empty_gold": True}
     for answer in ("", "A", "C"):
         response = f"<think>t</think><answer>{answer}</answer>"
         assert compute_score(empty["data_source"], response, "", empty["extra_info"])["acc"] == 0.0
@@ -192,14 +193,16 @@ def test_dynamath_single_answer_and_int_types_are_built_and_scored(dynamath_seed
     seed file) are built, not rejected, and scored like the official scorer's last branch: a right answer
     scores 1, a wrong one 0 (int golds compare numerically, so '7.0' is right)."""
     path, root = dynamath_seed_other_types_input
-    summary = build_benchmark(BenchmarkBuildConfig("dynamath", str(path), str(tmp_path), image_root=str(root), split="seed"))
+    config = BenchmarkBuildConfig("dynamath", str(path), str(tmp_path), image_root=str(root), split="seed")
+    summary = build_benchmark(config)
     assert summary.rejected == {} and summary.rows_written == 2
     rows = _by_id(pq.read_table(summary.parquet).to_pylist())
     assert _spec(rows["0/465"]) == {"type": "text"} and _spec(rows["0/466"]) == {"type": "integer"}
 
     def acc(row, answer):
         response = f"<think>t</think><answer>{answer}</answer>"
-        return compute_score(row["data_source"], response, row["reward_model"]["ground_truth"], row["extra_info"])["acc"]
+        gold = row["reward_model"]["ground_truth"]
+        return compute_score(row["data_source"], response, gold, row["extra_info"])["acc"]
 
     assert (acc(rows["0/465"], "Second"), acc(rows["0/465"], "third")) == (1.0, 0.0)
     assert (acc(rows["0/466"], "7"), acc(rows["0/466"], "7.0"), acc(rows["0/466"], "8")) == (1.0, 1.0, 0.0)
