@@ -4,8 +4,10 @@ verl imports it in every process (driver, TaskRunner, agent-loop and FSDP worker
 mechanism:
 
 - the ``verl.plugins`` entry point declared in ``setup.py`` (automatic on ``import verl``);
-- ``VERL_USE_EXTERNAL_MODULES=calibrl_ext.plugin`` (explicit; use it for multi-node runs through
-  ``ray_kwargs.ray_init.runtime_env.env_vars`` if the package is not installed on every node).
+- ``VERL_USE_EXTERNAL_MODULES=calibrl_ext.plugin`` (explicit, for environments where entry points are off;
+  on several nodes pass it through ``ray_kwargs.ray_init.runtime_env.env_vars``). verl *imports* this
+  module by that name, so it does not replace installing the package: calibrl must be installed on
+  every node of a multi-node run either way.
 
 verl swallows an exception raised by an entry-point plugin (it logs at DEBUG level and goes on), which
 would leave a run without its losses and fail much later with "Unsupported loss mode". So a failure

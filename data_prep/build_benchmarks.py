@@ -20,6 +20,7 @@ EXAMPLES = """\
 examples (paths are where docs/evaluation.md puts the official files):
   python data_prep/build_benchmarks.py --benchmark mathvista  --input /data/MathVista/data/testmini.json --image-root /data/MathVista/data --out data/bench
   python data_prep/build_benchmarks.py --benchmark mathverse  --input /data/MathVerse/testmini.json --image-root /data/MathVerse/images --out data/bench
+  python data_prep/build_benchmarks.py --benchmark mathverse  --input /data/MathVerse/testmini_text_only.json --split testmini_text_only --out data/bench
   python data_prep/build_benchmarks.py --benchmark mathvision --input /data/MATH-V/data/test.jsonl --image-root /data/MATH-V --out data/bench
   python data_prep/build_benchmarks.py --benchmark wemath     --input /data/We-Math/data/testmini.json --image-root /data/We-Math/data --out data/bench
   python data_prep/build_benchmarks.py --benchmark logicvista --input /data/LogicVista/data/dataset.json --image-root /data/LogicVista/data/images --out data/bench

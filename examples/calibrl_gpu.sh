@@ -2,11 +2,16 @@
 # Shared GPU launcher of the CalibRL recipe (verl 0.9.1, FSDP training, vLLM rollout). The per-model scripts
 # (run_qwen25vl_3b.sh, run_qwen25vl_7b.sh, run_internvl3_8b.sh, run_qwen25vl_32b.sh) set their defaults and exec
 # this file; every variable below can be overridden from the environment, and extra arguments are Hydra overrides
-# that win over everything here. Settings follow verl's own examples/grpo_trainer/run_qwen2_5_vl_7b_vllm_fsdp.sh
-# and the released CalibRL recipe (METHOD §6).
+# that win over everything here. Settings follow verl's own examples/grpo_trainer/run_qwen2_5_vl-7b.sh (in verl's
+# repository at v0.9.1; the pip package ships no examples) and the released CalibRL recipe (METHOD §6).
 #
-# Needs the GPU install: pip install -e ".[gpu]" (verl[vllm] + flash-attn). Written for 8 x 80 GB per node; not run
+# Needs the GPU install: pip install -e ".[gpu]" (verl[vllm] + flash-attn) -- on EVERY node of a multi-node run:
+# verl imports calibrl_ext in each Ray worker, wherever Ray places it. Written for 8 x 80 GB per node; not run
 # on GPUs by this project's CI (see README "What was run where").
+#
+# Logging: LOGGER is a comma-separated list of verl backends, default console,file,tensorboard (as released; no
+# account needed). wandb only when asked: LOGGER=wandb (added to the defaults) or a full list such as
+# LOGGER=console,wandb; it then needs WANDB_API_KEY (or `wandb login`, or WANDB_MODE=offline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +19,8 @@ cd "$(dirname "$0")/.."
 MODE=${MODE:-calibrl}
 # ---- data and model ----
 MODEL_PATH=${MODEL_PATH:?set MODEL_PATH (a local HF checkpoint directory or a hub id)}
-TRAIN_FILES=${TRAIN_FILES:-data/virl39k/train.parquet}   # from data_prep/build_parquet.py
-VAL_FILES=${VAL_FILES:-data/virl39k/val.parquet}
+TRAIN_FILES=${TRAIN_FILES:-data/virl/train.parquet}   # where docs/data_prep.md's ViRL39K command writes (--out data/virl)
+VAL_FILES=${VAL_FILES:-data/virl/val.parquet}
 # ---- batch and lengths (prompts per step; rollouts per prompt; an expert row joins each group) ----
 TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-480}
 PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE:-120}
@@ -26,6 +31,9 @@ PPO_MAX_TOKEN_LEN_PER_GPU=${PPO_MAX_TOKEN_LEN_PER_GPU:-$((MAX_PROMPT_LENGTH + MA
 # ---- optimisation (released: constant lr 1e-6, weight decay 0.01, grad clip 1.0, 1 epoch, no KL, no entropy) ----
 LR=${LR:-1e-6}
 TOTAL_EPOCHS=${TOTAL_EPOCHS:-1}
+# ---- data order and length of the run (released: data.shuffle false; one epoch over a ~9k-prompt subset) ----
+SHUFFLE=${SHUFFLE:-False}                       # data.shuffle
+TOTAL_TRAINING_STEPS=${TOTAL_TRAINING_STEPS:-null}   # trainer.total_training_steps; null = the epochs decide
 PARAM_OFFLOAD=${PARAM_OFFLOAD:-False}
 OPTIMIZER_OFFLOAD=${OPTIMIZER_OFFLOAD:-False}
 ULYSSES_SP=${ULYSSES_SP:-1}
@@ -35,18 +43,44 @@ GPU_MEM_UTIL=${GPU_MEM_UTIL:-0.5}
 # ---- cluster ----
 NNODES=${NNODES:-1}
 NGPUS_PER_NODE=${NGPUS_PER_NODE:-8}
-# ---- logging and checkpoints ----
+# ---- logging and checkpoints (released: validation every 5 steps, checkpoint every 10) ----
 PROJECT_NAME=${PROJECT_NAME:-calibrl}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-${MODE}}
-SAVE_FREQ=${SAVE_FREQ:-20}
-TEST_FREQ=${TEST_FREQ:-10}
-LOGGER=${LOGGER:-'["console","wandb"]'}
+SAVE_FREQ=${SAVE_FREQ:-10}
+TEST_FREQ=${TEST_FREQ:-5}
+CKPT_DIR=${CKPT_DIR:-checkpoints/${PROJECT_NAME}/${EXPERIMENT_NAME}}   # trainer.default_local_dir (verl's default)
+LOGGER=${LOGGER:-console,file,tensorboard}
 PYTHON=${PYTHON:-python3}
+
+die() { echo "calibrl_gpu.sh: error: $*" >&2; exit 2; }
+
+# ---- LOGGER -> trainer.logger: a comma list (or a Hydra list "[a,b]"); "wandb" alone adds it to the defaults ----
+LOGGER=${LOGGER//[\[\]\"\' ]/}
+[ "$LOGGER" = wandb ] && LOGGER=console,file,tensorboard,wandb
+if [[ ",$LOGGER," == *,wandb,* ]] && [ -z "${WANDB_API_KEY:-}" ] && [ "${WANDB_MODE:-}" != offline ] \
+   && ! grep -qs "api.wandb.ai" "$HOME/.netrc"; then
+  die "LOGGER=$LOGGER logs to wandb but no key is set: export WANDB_API_KEY, run \`wandb login\`, set WANDB_MODE=offline, or drop wandb from LOGGER (default console,file,tensorboard)"
+fi
+TRAINER_LOGGER="[${LOGGER}]"
+
+# ---- several nodes: verl's TaskRunner (which reads the data and writes checkpoints) runs on whichever node Ray
+# picks (no node affinity), so every path must be absolute and on storage all nodes mount ----
+if [ "$NNODES" -gt 1 ]; then
+  for pair in "TRAIN_FILES=$TRAIN_FILES" "VAL_FILES=$VAL_FILES" "CKPT_DIR=$CKPT_DIR"; do
+    name=${pair%%=*}; value=${pair#*=}
+    IFS=',' read -r -a paths <<<"${value//[\[\]\"\' ]/}"
+    for path in "${paths[@]}"; do
+      [[ "$path" == *://* || "$path" == /* ]] || die "NNODES=$NNODES: $name=$path must be an absolute path on storage every node mounts (verl's TaskRunner may run on any node)"
+    done
+  done
+  echo "calibrl_gpu.sh: $NNODES nodes: calibrl must be installed (pip install -e \".[gpu]\") on every node; data and $CKPT_DIR must be on shared storage" >&2
+fi
 
 exec "$PYTHON" -m recipe.calibrl.main_calibrl \
   calibrl.mode="$MODE" \
   data.train_files="$TRAIN_FILES" \
   data.val_files="$VAL_FILES" \
+  data.shuffle="$SHUFFLE" \
   data.train_batch_size="$TRAIN_BATCH_SIZE" \
   data.max_prompt_length="$MAX_PROMPT_LENGTH" \
   data.max_response_length="$MAX_RESPONSE_LENGTH" \
@@ -68,7 +102,7 @@ exec "$PYTHON" -m recipe.calibrl.main_calibrl \
   actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True \
   actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu="$PPO_MAX_TOKEN_LEN_PER_GPU" \
   trainer.balance_batch=True \
-  trainer.logger="$LOGGER" \
+  trainer.logger="$TRAINER_LOGGER" \
   trainer.project_name="$PROJECT_NAME" \
   trainer.experiment_name="$EXPERIMENT_NAME" \
   trainer.n_gpus_per_node="$NGPUS_PER_NODE" \
@@ -76,4 +110,6 @@ exec "$PYTHON" -m recipe.calibrl.main_calibrl \
   trainer.save_freq="$SAVE_FREQ" \
   trainer.test_freq="$TEST_FREQ" \
   trainer.total_epochs="$TOTAL_EPOCHS" \
+  trainer.total_training_steps="$TOTAL_TRAINING_STEPS" \
+  trainer.default_local_dir="$CKPT_DIR" \
   "$@"

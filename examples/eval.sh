@@ -116,6 +116,9 @@ for file in "${VAL_FILES[@]}"; do [ -f "$file" ] || die "evaluation parquet $fil
 "$PYTHON" -m calibrl_ext.eval check "${VAL_FILES[@]}" || exit 2
 case "$EXTRACTOR" in answer_tag|answer_tag_or_boxed) ;; *) die "--extractor must be answer_tag or answer_tag_or_boxed" ;; esac
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "--n must be a positive integer, got $N"
+[[ "$GPUS" =~ ^[1-9][0-9]*$ ]] || die "--gpus must be a positive integer, got $GPUS"
+[[ "$TP" =~ ^[1-9][0-9]*$ ]] && [ $((GPUS % TP)) -eq 0 ] \
+  || die "--tp must be a positive integer dividing --gpus ($GPUS), got $TP"
 DO_SAMPLE=$("$PYTHON" -c "import sys; t=float(sys.argv[1]); assert t >= 0; print('True' if t > 0 else 'False')" "$TEMPERATURE") \
   || die "--temperature must be a number >= 0, got $TEMPERATURE"
 if [ "$N" -gt 1 ] && [ "$DO_SAMPLE" = "False" ]; then
@@ -166,6 +169,9 @@ with open(sys.argv[1], "w") as handle:
 EOF
 
 # ---------------------------------------------------------------- verl validation-only run
+# The (unused) training batch: one prompt per GPU, so verl's divisibility checks pass for any --gpus.
+TRAIN_BATCH=1
+[ "$CPU" = 1 ] || TRAIN_BATCH="$GPUS"
 VAL_LIST="[$(IFS=,; echo "${VAL_FILES[*]}")]"
 OVERRIDES=(
   trainer.val_only=True
@@ -174,11 +180,13 @@ OVERRIDES=(
   trainer.project_name=calibrl_eval
   "trainer.experiment_name=$NAME"
   trainer.nnodes=1
-  # verl builds a training dataloader even in val_only mode: point it at an evaluation file, one prompt per batch
+  # verl builds a training dataloader even in val_only mode: point it at an evaluation file. Its batch must be
+  # divisible by the GPU count (validate_config: train_batch_size * rollout.n % n_gpus): one prompt per GPU
+  # (TRAIN_BATCH below), so the first file needs at least that many rows (verl refuses an empty train loader).
   "data.train_files=${VAL_FILES[0]}"
   "data.val_files=$VAL_LIST"
-  data.train_batch_size=1
-  actor_rollout_ref.actor.ppo_mini_batch_size=1
+  "data.train_batch_size=$TRAIN_BATCH"
+  "actor_rollout_ref.actor.ppo_mini_batch_size=$TRAIN_BATCH"
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1
   actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=1
   actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=1

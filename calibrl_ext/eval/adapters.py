@@ -64,6 +64,10 @@ class BenchmarkRow:
         metadata: fields kept for breakdowns (JSON-serialisable).
         question_for_eval: full question for a judge (MathVerse ``question_for_eval``).
         raw_answer: the gold exactly as the benchmark stores it.
+        split: the row's split label when it differs from the build's (MathVerse Text Only rows belong to the
+            ``<split>_text_only`` config, scored on their own); empty = the build's split.
+        keep_empty_gold: the gold is empty and the row is kept anyway, because the official accuracy counts
+            it in its denominator (LogicVista); the reward scores every answer to it 0.
     """
 
     record_id: str
@@ -76,6 +80,8 @@ class BenchmarkRow:
     metadata: dict[str, Any] = field(default_factory=dict)
     question_for_eval: str = ""
     raw_answer: str = ""
+    split: str = ""
+    keep_empty_gold: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,6 +265,16 @@ def adapt_mathvista(record: dict, ctx: AdapterContext) -> BenchmarkRow:
 #: MathVerse versions in the ``testmini`` config (the leaderboard "overall" is their mean).
 MATHVERSE_VISION_VERSIONS = ("Text Dominant", "Text Lite", "Vision Intensive", "Vision Dominant", "Vision Only")
 MATHVERSE_TEXT_ONLY = "Text Only"
+#: Suffix of the config that holds the Text Only version (HF ``testmini_text_only``, GitHub
+#: ``testmini_text_only.json``); officially it is scored on its own, apart from the five testmini versions.
+MATHVERSE_TEXT_ONLY_SUFFIX = "_text_only"
+
+
+def mathverse_split(split: str, version: str) -> str:
+    """The config a MathVerse row is scored in: ``<split>_text_only`` for Text Only rows, else ``split``."""
+    if version == MATHVERSE_TEXT_ONLY and not split.endswith(MATHVERSE_TEXT_ONLY_SUFFIX):
+        return split + MATHVERSE_TEXT_ONLY_SUFFIX
+    return split
 
 
 def adapt_mathverse(record: dict, ctx: AdapterContext) -> BenchmarkRow:
@@ -268,7 +284,9 @@ def adapt_mathverse(record: dict, ctx: AdapterContext) -> BenchmarkRow:
     ``question_for_eval`` is kept for judges); ``problem_index`` is shared by the 5 versions, the unique
     id is ``sample_index``; ``question_type`` uses a hyphen (``multi-choice``); options may be inline in
     the question or only in the image; golds may carry units and degree marks (handled by the reward's
-    normalisation).
+    normalisation); Text Only rows (the ``testmini_text_only`` config, built as its own file) are scored on
+    their own, so they get the split ``<split>_text_only`` (:func:`mathverse_split`) even when built with
+    the default ``--split testmini``, and never join testmini's ``acc`` or row count.
     """
     sample_index = _text(_require(record, "sample_index", what="MathVerse record"))
     version = _text(_require(record, "problem_version", what=f"MathVerse sample {sample_index}"))
@@ -292,9 +310,10 @@ def adapt_mathverse(record: dict, ctx: AdapterContext) -> BenchmarkRow:
     else:
         spec = AnswerSpec("math")
     metadata = record.get("metadata") or {}
+    split = mathverse_split(ctx.split, version)
     return BenchmarkRow(
         record_id=sample_index,
-        data_source=f"mathverse_{ctx.split}/{_slug(version)}",
+        data_source=f"mathverse_{split}/{_slug(version)}",
         question=prompt_question,
         images=[] if image is None else [image],
         gold=gold,
@@ -303,6 +322,7 @@ def adapt_mathverse(record: dict, ctx: AdapterContext) -> BenchmarkRow:
         metadata={key: _json_safe(metadata.get(key)) for key in ("subject", "subfield", "source")},
         question_for_eval=_text(record.get("question_for_eval")) or question,
         raw_answer=gold,
+        split=split,
     )
 
 
@@ -407,23 +427,28 @@ def adapt_wemath(record: dict, ctx: AdapterContext) -> BenchmarkRow:
     )
 
 
+#: ``group`` key of the LogicVista row whose gold is empty (in the official denominator, never right).
+LOGICVISTA_EMPTY_GOLD = "empty_gold"
+
+
 def adapt_logicvista(record: dict, ctx: AdapterContext) -> BenchmarkRow:
     """LogicVista (``data/dataset.json`` dict keyed ``v1_<i>`` + ``data/images/``).
 
     Traps: multi-letter golds (``"A, C"``: the letter SET must match exactly); one numeric gold
-    (``"3"``, choices numbered 1-5); one EMPTY gold (rejected: it cannot be scored); options mostly
-    inside the image; the capability field is ``capability`` in older files and
+    (``"3"``, choices numbered 1-5); one EMPTY gold: the official accuracy keeps it in its denominator
+    (448 records), so it is kept as a row no answer can match (``group.empty_gold``; the reward scores it
+    0) and the report gives both ``acc`` (official denominator) and ``acc_scorable`` (rows with a gold);
+    options mostly inside the image; the capability field is ``capability`` in older files and
     ``broad_capability``/``specific_capability`` at HEAD.
     """
     record_id = _record_id(record, "id")
     answer = _text(record.get("answer")).strip()
-    if not answer:
-        raise RowRejected(
-            RejectReason.MISSING_GROUND_TRUTH,
-            f"LogicVista {record_id} has an empty answer (one such record at HEAD); it cannot be scored",
-        )
     question = _text(_require(record, "question", what=f"LogicVista {record_id}"))
-    if gold_letter_set(answer):
+    group: dict[str, Any] = {}
+    if not answer:
+        spec = AnswerSpec("text")
+        group = {LOGICVISTA_EMPTY_GOLD: True}
+    elif gold_letter_set(answer):
         spec = AnswerSpec("letters")
     elif gold_letter(answer):
         spec = _choice_spec(answer, parse_inline_choices(question))
@@ -444,6 +469,8 @@ def adapt_logicvista(record: dict, ctx: AdapterContext) -> BenchmarkRow:
         images=[image],
         gold=answer,
         spec=spec,
+        group=group,
+        keep_empty_gold=not answer,
         metadata={"skill": _json_safe(record.get("skill")), **capability},
         question_for_eval=question,
         raw_answer=answer,
@@ -452,6 +479,16 @@ def adapt_logicvista(record: dict, ctx: AdapterContext) -> BenchmarkRow:
 
 _VARIANT_SPLIT = re.compile(r"variant(\d+)$")
 
+#: DynaMath answer types the official scorer (``evaluation/opensource_json_eval.py``) sends to its last
+#: branch, the gold as a substring of the answer: ``text``, and ``single answer`` and ``int``, which the
+#: official generator writes too (the seed file lists them for seeds 465, 466, 477 and 480).
+DYNAMATH_OTHER_ANSWER_TYPES = ("text", "single answer", "int")
+
+
+def _is_whole_number(gold: str) -> bool:
+    value = parse_number(normalize_answer(gold))
+    return value is not None and float(value).is_integer()
+
 
 def adapt_dynamath(record: dict, ctx: AdapterContext) -> BenchmarkRow:
     """DynaMath (GitHub seed ``dataset/dataset.json``; HF ``DynaMath_Sample`` splits sample_variant1..10).
@@ -459,7 +496,8 @@ def adapt_dynamath(record: dict, ctx: AdapterContext) -> BenchmarkRow:
     Traps: the gold field is ``ground_truth`` on HF and ``answer`` in the seed file; variants share
     ``id`` (the variant comes from the split name, the seed file is variant 0), and both are kept for
     the worst-case metric; float golds have 4 decimals and are scored within 0.001; choices are inline
-    in the question.
+    in the question; besides ``float``, ``multiple choice`` and ``text`` the generator writes
+    ``single answer`` and ``int`` (see :data:`DYNAMATH_OTHER_ANSWER_TYPES`).
     """
     seed = _record_id(record, "id")
     variant_value = first_field(record, "variant")
@@ -479,10 +517,17 @@ def adapt_dynamath(record: dict, ctx: AdapterContext) -> BenchmarkRow:
         spec = AnswerSpec("float", tolerance=DYNAMATH_FLOAT_TOLERANCE)
     elif answer_type == "multiple choice":
         spec = _choice_spec(gold, parse_inline_choices(question))
-    elif answer_type == "text":
-        spec = AnswerSpec("text")
+    elif answer_type in DYNAMATH_OTHER_ANSWER_TYPES:
+        # The official scorer's last branch (every type but float and multiple choice): the gold must appear
+        # in the short answer. Ours: an integer gold compares numerically, any other by normalised equality.
+        is_integer = answer_type == "int" and _is_whole_number(gold)
+        spec = AnswerSpec("integer" if is_integer else "text")
     else:
-        raise RowRejected(RejectReason.BAD_GROUND_TRUTH, f"DynaMath {seed}: unknown answer_type {answer_type!r}")
+        raise RowRejected(
+            RejectReason.BAD_GROUND_TRUTH,
+            f"DynaMath {seed}: unknown answer_type {answer_type!r} (known: float, multiple choice, "
+            f"{', '.join(DYNAMATH_OTHER_ANSWER_TYPES)})",
+        )
     image = _image_value(record, "decoded_image", "image")
     if image is None:
         raise RowRejected(RejectReason.NO_IMAGES, f"DynaMath {seed} (variant {variant}) has no image")

@@ -124,7 +124,8 @@ class BenchmarkBuildSummary:
 
 def _row(adapted: BenchmarkRow, config: BenchmarkBuildConfig, image_root: Path | None, index: int) -> tuple[dict, int]:
     try:
-        adapted.spec.check_gold(adapted.gold)
+        if not adapted.keep_empty_gold:
+            adapted.spec.check_gold(adapted.gold)
     except ValueError as error:
         raise RowRejected(RejectReason.BAD_GROUND_TRUTH, f"{adapted.record_id}: {error}") from None
     images = [
@@ -139,7 +140,7 @@ def _row(adapted: BenchmarkRow, config: BenchmarkBuildConfig, image_root: Path |
         "ability": ABILITY,
         "reward_model": {"style": REWARD_STYLE, "ground_truth": adapted.gold},
         "extra_info": {
-            "split": config.resolved_split,
+            "split": adapted.split or config.resolved_split,
             "index": index,
             "eval_id": eval_id(adapted.data_source, adapted.record_id),
             "benchmark": config.benchmark,

@@ -6,7 +6,10 @@ response (``samples[k]`` for session k = 0 … n-1; a session verl never returne
 - every benchmark: ``acc`` = mean over rows of the mean over the n samples (verl's ``mean@n``);
   ``pass@n`` = share of rows with at least one correct sample (n > 1 only);
 - MathVerse: accuracy per ``problem_version``; ``vision_mean`` = mean over the five versions of the
-  ``testmini`` config (the leaderboard's "overall"); ``text_only`` separately;
+  ``testmini`` config (the leaderboard's "overall"); ``text_only`` in the ``testmini_text_only`` entry
+  (its rows carry that split, so they never join testmini's ``acc``);
+- LogicVista: ``acc`` over every record (the official denominator, 448 with the empty-gold record),
+  ``acc_scorable`` without the empty-gold record;
 - We-Math (``evaluation/four_dimensional_metrics.py`` and ``accuracy.py``): per composite problem (one
   ``ID``, its step rows ``<s>steps_1..s`` and ``<s>steps_multi``): IK = some step wrong and composite
   wrong; IG = all steps right, composite wrong; CM strict/loose = composite right and all/any steps right;
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any
 
-from calibrl_ext.eval.adapters import MATHVERSE_TEXT_ONLY, MATHVERSE_VISION_VERSIONS, WEMATH_KEY
+from calibrl_ext.eval.adapters import LOGICVISTA_EMPTY_GOLD, MATHVERSE_TEXT_ONLY, MATHVERSE_VISION_VERSIONS, WEMATH_KEY
 
 
 @dataclass
@@ -189,8 +192,20 @@ def dynamath_metrics(rows: list[EvalRow], n: int) -> dict[str, float]:
     return metrics
 
 
+def logicvista_metrics(rows: list[EvalRow], n: int) -> dict[str, float]:
+    """LogicVista's two denominators: ``acc`` (from :func:`accuracy_metrics`) counts every record, as the
+    official accuracy does (448, the record with an empty gold included, never right); ``acc_scorable``
+    leaves the empty-gold rows out; ``empty_gold_rows`` counts them."""
+    scorable = [row for row in rows if not row.group.get(LOGICVISTA_EMPTY_GOLD)]
+    metrics = {"empty_gold_rows": float(len(rows) - len(scorable))}
+    if scorable:
+        metrics["acc_scorable"] = accuracy_metrics(scorable, n)["acc"]
+    return metrics
+
+
 #: Aggregates per benchmark, on top of :func:`accuracy_metrics`.
-AGGREGATES = {"mathverse": mathverse_metrics, "wemath": wemath_metrics, "dynamath": dynamath_metrics}
+AGGREGATES = {"mathverse": mathverse_metrics, "wemath": wemath_metrics, "dynamath": dynamath_metrics,
+              "logicvista": logicvista_metrics}  # fmt: skip
 
 
 def benchmark_metrics(benchmark: str, rows: list[EvalRow], n: int) -> dict[str, float]:

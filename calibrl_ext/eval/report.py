@@ -95,13 +95,19 @@ def build_report(results: RunResults, manifest: dict[str, Any] | None = None) ->
     }
 
 
+#: Secondary metrics that are counts, printed as numbers rather than percentages.
+COUNT_METRICS = (
+    "vision_versions", "composites", "incomplete_composites", "seeds", "variants_per_seed", "empty_gold_rows",
+)  # fmt: skip
+
+
 def _aggregate_lines(metrics: dict[str, float]) -> list[str]:
     """Secondary metrics formatted for the markdown (everything except acc / pass@n)."""
     lines = []
     for name, value in metrics.items():
         if name == "acc" or name.startswith("pass@"):
             continue
-        if name in ("vision_versions", "composites", "incomplete_composites", "seeds", "variants_per_seed"):
+        if name in COUNT_METRICS:
             lines.append(f"{name} {value:g}")
         elif name == "robustness":
             lines.append(f"{name} {value:.3f}")

@@ -116,6 +116,28 @@ def mathverse_input(tmp_path_factory) -> tuple[Path, Path]:
     return write_json(root / "testmini.json", mathverse_records()), root / "images"
 
 
+def mathverse_text_only_records() -> list:
+    """``testmini_text_only.json``: the same problems as version "Text Only", no image (``image == ""``),
+    options inline in the question."""
+    choices = "Choices:\nA:30°\nB:60°\nC:90°\nD:120°"
+    base = {"problem_version": "Text Only", "image": "", "query_wo": "...", "query_cot": "...",
+            "metadata": {"split": "testmini_text_only", "source": "GeoQA", "subject": "Plane Geometry",
+                         "subfield": "Angle"}}
+    question = "AB ∥ CD, ∠1 = 120°, find ∠2.\n" + choices
+    return [
+        {**base, "sample_index": "1", "problem_index": "1", "question": question, "answer": "B",
+         "question_type": "multi-choice", "question_for_eval": question},
+        {**base, "sample_index": "2", "problem_index": "2", "question": "AB = 4.4 m. Find the length of AB.",
+         "answer": "4.4 m", "question_type": "free-form", "question_for_eval": "Find the length of AB."},
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def mathverse_text_only_input(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("MathVerseTextOnly")
+    return write_json(folder / "testmini_text_only.json", mathverse_text_only_records())
+
+
 # ---------------------------------------------------------------- MATH-V: data/test.jsonl + images/
 
 
@@ -247,6 +269,21 @@ def dynamath_seed_input(tmp_path_factory) -> tuple[Path, Path]:
     records = {"21": {"question": "What time is shown? Please answer in the form like __:__.", "answer": "5:0",
                       "image": "image/image21.png", "answer_type": "text", "subject": "arithmetic",
                       "level": "elementary school"}}  # fmt: skip
+    return write_json(root / "dataset.json", records), root
+
+
+@pytest.fixture(scope="session")
+def dynamath_seed_other_types_input(tmp_path_factory) -> tuple[Path, Path]:
+    """Seed-file records with the answer types the official generator also writes (seeds 465, 466, 477, 480
+    of the official file): ``single answer`` and ``int``."""
+    root = tmp_path_factory.mktemp("DynaMathSeedTypes") / "dataset"
+    records = {
+        "465": {"question": "Which quadrant is the point in?", "answer": "second", "answer_type": "single answer"},
+        "466": {"question": "How many edges does the graph have?", "answer": "7", "answer_type": "int"},
+    }
+    for seed, record in records.items():
+        write_image(root / "image" / f"image{seed}.png")
+        record.update(image=f"image/image{seed}.png", subject="graph theory", level="high school")
     return write_json(root / "dataset.json", records), root
 
 

@@ -1,15 +1,17 @@
 """Benchmark adapters: every schema trap of BENCHMARKS.md, on fixtures in each benchmark's exact schema."""
 
 import json
+from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 import pytest
 
 from calibrl_ext.data import read_rejects
-from calibrl_ext.eval.adapters import parse_inline_choices, parse_wemath_options
+from calibrl_ext.eval.adapters import MATHVERSE_VISION_VERSIONS, parse_inline_choices, parse_wemath_options
 from calibrl_ext.eval.build import BenchmarkBuildConfig, build_benchmark
 from calibrl_ext.eval.schema import read_provenance
+from calibrl_ext.reward import compute_score
 
 
 def _by_id(rows):
@@ -142,13 +144,19 @@ def test_wemath_keeps_id_and_key_for_the_composite_problem(built):
 
 
 def test_logicvista_letter_sets_numbers_and_empty_answer(built):
-    """LogicVista: 'A, C' -> letters; '3' -> integer; inline 'A) 10 B) 12' -> options; '' -> rejected."""
+    """LogicVista: 'A, C' -> letters; '3' -> integer; inline 'A) 10 B) 12' -> options; '' -> KEPT (the official
+    accuracy counts it in its denominator: 448 records), flagged empty_gold, and no answer scores on it."""
     rows = _by_id(built["logicvista"][1])
     assert _spec(rows["v1_1"]) == {"type": "letters"}
     assert _spec(rows["v1_20"]) == {"type": "integer"}
     assert _spec(rows["v1_19"]) == {"type": "choice", "options": ["10", "12", "14", "16"]}
-    ((reason, message),) = _rejects(built["logicvista"][0])
-    assert reason == "missing_ground_truth" and message.startswith("LogicVista v1_30 has an empty answer")
+    assert len(rows) == 5 and not _rejects(built["logicvista"][0])
+    empty = rows["v1_30"]
+    assert empty["reward_model"]["ground_truth"] == ""
+    assert json.loads(empty["extra_info"]["group"]) == {"empty_gold": True}
+    for answer in ("", "A", "C"):
+        response = f"<think>t</think><answer>{answer}</answer>"
+        assert compute_score(empty["data_source"], response, "", empty["extra_info"])["acc"] == 0.0
 
 
 def test_logicvista_accepts_old_and_new_capability_fields(built):
@@ -178,6 +186,54 @@ def test_dynamath_seed_file_uses_answer_and_variant_zero(dynamath_seed_input, tm
     (row,) = pq.read_table(summary.parquet).to_pylist()
     assert row["reward_model"]["ground_truth"] == "5:0" and _spec(row) == {"type": "text"}
     assert json.loads(row["extra_info"]["group"]) == {"seed": "21", "variant": 0}
+
+
+def test_dynamath_single_answer_and_int_types_are_built_and_scored(dynamath_seed_other_types_input, tmp_path):
+    """answer_type 'single answer' and 'int' (written by the official generator; seeds 465, 466, 477, 480 of the
+    seed file) are built, not rejected, and scored like the official scorer's last branch: a right answer
+    scores 1, a wrong one 0 (int golds compare numerically, so '7.0' is right)."""
+    path, root = dynamath_seed_other_types_input
+    config = BenchmarkBuildConfig("dynamath", str(path), str(tmp_path), image_root=str(root), split="seed")
+    summary = build_benchmark(config)
+    assert summary.rejected == {} and summary.rows_written == 2
+    rows = _by_id(pq.read_table(summary.parquet).to_pylist())
+    assert _spec(rows["0/465"]) == {"type": "text"} and _spec(rows["0/466"]) == {"type": "integer"}
+
+    def acc(row, answer):
+        response = f"<think>t</think><answer>{answer}</answer>"
+        gold = row["reward_model"]["ground_truth"]
+        return compute_score(row["data_source"], response, gold, row["extra_info"])["acc"]
+
+    assert (acc(rows["0/465"], "Second"), acc(rows["0/465"], "third")) == (1.0, 0.0)
+    assert (acc(rows["0/466"], "7"), acc(rows["0/466"], "7.0"), acc(rows["0/466"], "8")) == (1.0, 1.0, 0.0)
+
+
+def test_mathverse_text_only_config_is_its_own_entry(built, mathverse_text_only_input):
+    """The Text Only file built as docs/evaluation.md says (next to testmini, default --split) lands in the split
+    testmini_text_only: testmini's entry keeps only its five versions' rows (its acc and row count are not
+    merged with Text Only), and Text Only is scored on its own. --split testmini_text_only gives the same."""
+    from calibrl_ext.eval.metrics import benchmark_metrics
+    from calibrl_ext.eval.results import load_parquet_rows
+
+    testmini = built["mathverse"][0]
+    out = Path(testmini.parquet).parent
+    text_only = build_benchmark(BenchmarkBuildConfig("mathverse", str(mathverse_text_only_input), str(out),
+                                                     name="mathverse_testmini_text_only"))  # fmt: skip
+    same = build_benchmark(BenchmarkBuildConfig("mathverse", str(mathverse_text_only_input), str(out / "by_split"),
+                                                split="testmini_text_only"))  # fmt: skip
+    assert text_only.rejected == {} and set(text_only.rows_per_data_source) == {"mathverse_testmini_text_only/text_only"}
+    assert same.rows_per_data_source == text_only.rows_per_data_source
+    entries = load_parquet_rows([testmini.parquet, text_only.parquet])
+    assert sorted(entries) == ["mathverse_testmini", "mathverse_testmini_text_only"]
+    assert len(entries["mathverse_testmini"].rows) == testmini.rows_written
+    assert {row.group["problem_version"] for row in entries["mathverse_testmini"].rows} <= set(MATHVERSE_VISION_VERSIONS)
+    for row in entries["mathverse_testmini"].rows:
+        row.samples[0] = 0.0
+    for row in entries["mathverse_testmini_text_only"].rows:
+        row.samples[0] = 1.0
+    assert benchmark_metrics("mathverse", entries["mathverse_testmini"].rows, 1)["acc"] == 0.0
+    only = benchmark_metrics("mathverse", entries["mathverse_testmini_text_only"].rows, 1)
+    assert only["acc"] == only["text_only"] == 1.0 and "vision_mean" not in only
 
 
 def test_amc_float_answers_are_written_without_point_zero(built):

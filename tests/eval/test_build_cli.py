@@ -17,16 +17,16 @@ def cli():
     return module.main
 
 
-def test_cli_builds_parquet_rejects_and_summary(cli, logicvista_input, tmp_path, capsys):
+def test_cli_builds_parquet_rejects_and_summary(cli, mathverse_input, tmp_path, capsys):
     """A normal build exits 0 and writes <name>.parquet, .rejects.jsonl and .summary.json; it prints the licence."""
-    status = cli(["--benchmark", "logicvista", "--input", str(logicvista_input[0]), "--image-root",
-                  str(logicvista_input[1]), "--out", str(tmp_path)])  # fmt: skip
+    status = cli(["--benchmark", "mathverse", "--input", str(mathverse_input[0]), "--image-root",
+                  str(mathverse_input[1]), "--out", str(tmp_path)])  # fmt: skip
     assert status == 0
     for suffix in (".parquet", ".rejects.jsonl", ".summary.json"):
-        assert (tmp_path / f"logicvista_test{suffix}").is_file()
-    summary = json.loads((tmp_path / "logicvista_test.summary.json").read_text())
-    assert (summary["rows_written"], summary["rejected"]) == (4, {"missing_ground_truth": 1})
-    assert "Apache-2.0" in capsys.readouterr().out
+        assert (tmp_path / f"mathverse_testmini{suffix}").is_file()
+    summary = json.loads((tmp_path / "mathverse_testmini.summary.json").read_text())
+    assert (summary["rows_written"], summary["rejected"]) == (3, {"malformed_row": 1})
+    assert "licence: MIT" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

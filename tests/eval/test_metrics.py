@@ -101,3 +101,18 @@ def test_aggregates_with_several_samples_are_means_over_sessions():
     metrics = dynamath_metrics(rows, 2)
     assert metrics["worst_case"] == pytest.approx(0.5)
     assert metrics["average_case"] == pytest.approx(0.75)
+
+
+def test_logicvista_official_denominator_counts_the_empty_gold_record(built):
+    """LogicVista's official accuracy divides by every record (448, the one with an empty gold included): the
+    fixture's 5 records, 4 answered right and the empty-gold one (never right) -> acc = 4/5 (official
+    denominator); acc_scorable = 4/4 leaves it out; empty_gold_rows = 1."""
+    from calibrl_ext.eval.metrics import benchmark_metrics
+    from calibrl_ext.eval.results import load_parquet_rows
+
+    (entry,) = load_parquet_rows([built["logicvista"][0].parquet]).values()
+    for evaluated in entry.rows:
+        evaluated.samples[0] = 0.0 if evaluated.group.get("empty_gold") else 1.0
+    metrics = benchmark_metrics("logicvista", entry.rows, 1)
+    assert len(entry.rows) == 5
+    assert metrics["acc"] == pytest.approx(4 / 5) and metrics["acc_scorable"] == 1.0 and metrics["empty_gold_rows"] == 1
