@@ -59,6 +59,12 @@ def after_old_log_prob(
             raise ValueError(f"after_old_log_prob: the batch lacks '{key}' (run it after the reward and old-log-prob pass)")
     if ROW_KIND not in non_tensors:
         raise ValueError("after_old_log_prob: the batch has no calibrl_row_kind column; build it with append_expert_rows")
+    if settings.trains_expert_rows and "rollout_log_probs" in tensors.keys():
+        raise ValueError(
+            f"loss_mode={settings.loss_mode!r} trains the expert rows, which have no rollout log-probs: switch rollout "
+            "correction off (algorithm.rollout_correction / rollout_is) and do not request rollout log-probs, or use "
+            "loss_mode='calibrl', which removes the expert rows before rollout correction runs"
+        )
     kind = np.asarray(non_tensors[ROW_KIND])
     uid = non_tensors["uid"]
     is_expert = torch.as_tensor(kind == EXPERT)

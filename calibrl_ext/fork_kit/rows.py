@@ -23,7 +23,7 @@ ON_POLICY, EXPERT, PAD = 0, 1, 2
 
 #: Tensor keys the kit knows how to build for an expert row; any other key present at append time is an error
 #: (append before the step that computes it, e.g. before the reward or the old-log-prob pass).
-_KNOWN_KEYS = ("input_ids", "attention_mask", "position_ids", "responses", "prompts", "response_mask")
+_KNOWN_KEYS = ("input_ids", "attention_mask", "position_ids", "responses", "prompts", "response_mask", "rollout_log_probs")
 
 #: Signature of the injected rope-index function: ``(input_ids [1, L], attention_mask [1, L], multi_modal_inputs)``
 #: -> position ids ``[C, 1, L]`` (what transformers' ``get_rope_index`` returns first) for the whole row.
@@ -48,6 +48,10 @@ def _row_from_template(template: dict[str, torch.Tensor], response: torch.Tensor
         row["prompts"] = template["prompts"].clone()
     if "response_mask" in template:
         row["response_mask"] = response_valid.to(template["response_mask"].dtype)
+    if "rollout_log_probs" in template:
+        # The rollout never sampled the expert row: it has no rollout log-probs. Zeros keep the batch rectangular;
+        # the driver step removes the row before rollout correction reads them (LUFFY / RL-PLUS refuse the combination).
+        row["rollout_log_probs"] = torch.zeros_like(template["rollout_log_probs"])
     prompt_positions = template["position_ids"][..., :prompt_length]
     row["position_ids"] = torch.cat(
         [prompt_positions, _text_response_positions(prompt_positions, response.shape[0])], dim=-1
