@@ -45,6 +45,14 @@ def _config_value(config, name: str, default=None):
     return default if value is None else value
 
 
+def _clip_ranges(config) -> tuple[float, float, float]:
+    """(eps_low, eps_high, c) read from a legacy actor config as verl's own losses read them."""
+    clip = _config_value(config, "clip_ratio", 0.2)
+    low = _config_value(config, "clip_ratio_low", clip)
+    high = _config_value(config, "clip_ratio_high", clip)
+    return low, high, _config_value(config, "clip_ratio_c", 3.0)
+
+
 def calibrl_token_loss(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
@@ -116,16 +124,15 @@ def verl_policy_loss(
     settings: ForkSettings,
     rollout_is_weights: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """verl 0.6-0.8 ``dp_actor.update_policy`` form: replaces ``policy_loss_fn(...)``, returns ``(pg_loss, pg_metrics)``.
+    """verl 0.6-0.8 ``dp_actor.update_policy`` form: replaces ``policy_loss_fn(...)``; returns
+    ``(pg_loss, pg_metrics)``.
 
     Clip ranges come from the actor config as the fork's own losses read them (``clip_ratio``,
     ``clip_ratio_low/high``, ``clip_ratio_c``); ``pg_metrics`` are floats named ``actor/...`` as verl's.
     """
-    clip = _config_value(config, "clip_ratio", 0.2)
     loss, metrics = calibrl_token_loss(
-        old_log_prob, log_prob, advantages, response_mask, model_inputs, settings,
-        clip_low=_config_value(config, "clip_ratio_low", clip), clip_high=_config_value(config, "clip_ratio_high", clip),
-        clip_c=_config_value(config, "clip_ratio_c", 3.0), loss_agg_mode=loss_agg_mode,
+        old_log_prob, log_prob, advantages, response_mask, model_inputs, settings, *_clip_ranges(config),
+        loss_agg_mode=loss_agg_mode,
         rollout_is_weights=rollout_is_weights,
     )  # fmt: skip
     return loss, {f"actor/{name}": float(value) for name, value in metrics.items() if name != "pg_loss"}
@@ -143,11 +150,9 @@ def verl_policy_loss_tuple(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """verl 0.4-0.5 form: replaces ``compute_policy_loss(...)`` / ``policy_loss_fn(...)`` and returns their 4-tuple
     ``(pg_loss, pg_clipfrac, ppo_kl, pg_clipfrac_lower)``."""
-    clip = _config_value(config, "clip_ratio", 0.2)
     loss, metrics = calibrl_token_loss(
-        old_log_prob, log_prob, advantages, response_mask, model_inputs, settings,
-        clip_low=_config_value(config, "clip_ratio_low", clip), clip_high=_config_value(config, "clip_ratio_high", clip),
-        clip_c=_config_value(config, "clip_ratio_c", 3.0), loss_agg_mode=loss_agg_mode,
+        old_log_prob, log_prob, advantages, response_mask, model_inputs, settings, *_clip_ranges(config),
+        loss_agg_mode=loss_agg_mode,
     )  # fmt: skip
     return loss, metrics["pg_clipfrac"], metrics["ppo_kl"], metrics["pg_clipfrac_lower"]
 

@@ -56,9 +56,14 @@ def after_old_log_prob(
     tensors, non_tensors = batch.batch, batch.non_tensor_batch
     for key in ("response_mask", old_log_probs_key, scores_key):
         if key not in tensors.keys():
-            raise ValueError(f"after_old_log_prob: the batch lacks '{key}' (run it after the reward and old-log-prob pass)")
+            raise ValueError(
+                f"after_old_log_prob: the batch lacks '{key}' (run it after the reward and the old-log-prob pass)"
+            )
     if ROW_KIND not in non_tensors:
-        raise ValueError("after_old_log_prob: the batch has no calibrl_row_kind column; build it with append_expert_rows")
+        raise ValueError(
+            "after_old_log_prob: the batch has no calibrl_row_kind column; build it with append_expert_rows "
+            "(released CalibRL fork: mark_released_expert_rows)"
+        )
     if settings.trains_expert_rows and "rollout_log_probs" in tensors.keys():
         raise ValueError(
             f"loss_mode={settings.loss_mode!r} trains the expert rows, which have no rollout log-probs: switch rollout "
@@ -99,17 +104,14 @@ def after_old_log_prob(
     keep = np.flatnonzero(keep_rows.numpy())
     pads = np.flatnonzero(kind == PAD)
     missing = (-len(keep)) % world_size
-    if missing > len(pads):  # more pads than append_expert_rows made: reuse pad row(s) (all excluded anyway)
-        pads = _make_pads(tensors, non_tensors, missing) if len(pads) == 0 else np.resize(pads, missing)
-    keep = np.concatenate([keep, pads[:missing]]).astype(np.int64)
+    if missing and not len(pads):
+        raise ValueError(
+            f"after_old_log_prob: {missing} pad rows are needed to keep the row count a multiple of world_size="
+            f"{world_size}, but the batch has none; pass the same world_size to append_expert_rows (it adds them)"
+        )
+    keep = np.concatenate([keep, np.resize(pads, missing)]).astype(np.int64)  # a pad may repeat: all are excluded
     index = torch.as_tensor(keep)
     out_tensors = {key: tensors[key][index] for key in tensors.keys()}
     out_non_tensors = {key: np.asarray(value)[keep] for key, value in non_tensors.items()}
-    return type(batch).from_dict(tensors=out_tensors, non_tensors=out_non_tensors, meta_info=dict(batch.meta_info)), metrics
-
-
-def _make_pads(tensors, non_tensors, count: int) -> np.ndarray:
-    raise ValueError(
-        f"after_old_log_prob: {count} pad rows are needed to keep the row count a multiple of world_size, but the "
-        "batch has none; pass the same world_size to append_expert_rows (it adds the pad rows)"
-    )
+    out = type(batch).from_dict(tensors=out_tensors, non_tensors=out_non_tensors, meta_info=dict(batch.meta_info))
+    return out, metrics

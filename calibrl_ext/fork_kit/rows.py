@@ -23,7 +23,9 @@ ON_POLICY, EXPERT, PAD = 0, 1, 2
 
 #: Tensor keys the kit knows how to build for an expert row; any other key present at append time is an error
 #: (append before the step that computes it, e.g. before the reward or the old-log-prob pass).
-_KNOWN_KEYS = ("input_ids", "attention_mask", "position_ids", "responses", "prompts", "response_mask", "rollout_log_probs")
+_KNOWN_KEYS = (
+    "input_ids", "attention_mask", "position_ids", "responses", "prompts", "response_mask", "rollout_log_probs",
+)  # fmt: skip
 
 #: Signature of the injected rope-index function: ``(input_ids [1, L], attention_mask [1, L], multi_modal_inputs)``
 #: -> position ids ``[C, 1, L]`` (what transformers' ``get_rope_index`` returns first) for the whole row.
@@ -36,8 +38,10 @@ def _text_response_positions(prompt_positions: torch.Tensor, response_length: in
     return prompt_positions[..., -1:] + delta
 
 
-def _row_from_template(template: dict[str, torch.Tensor], response: torch.Tensor, response_valid: torch.Tensor,
-                       prompt_length: int) -> dict[str, torch.Tensor]:
+def _row_from_template(
+    template: dict[str, torch.Tensor], response: torch.Tensor, response_valid: torch.Tensor, prompt_length: int
+) -> dict[str, torch.Tensor]:
+    """An expert row: ``template``'s prompt part, ``response`` ``[R]`` (valid where ``response_valid``) after it."""
     row = {}
     prompt_ids = template["input_ids"][:prompt_length]
     prompt_attention = template["attention_mask"][:prompt_length]
@@ -70,10 +74,6 @@ def _check_keys(tensors) -> None:
     missing = [key for key in ("input_ids", "attention_mask", "position_ids", "responses") if key not in tensors.keys()]
     if missing:
         raise ValueError(f"append_expert_rows: the batch lacks {missing}; it must be a generated rollout batch")
-
-
-def _stack(rows: list[dict[str, torch.Tensor]], keys) -> dict[str, torch.Tensor]:
-    return {key: torch.stack([row[key] for row in rows]) for key in keys}
 
 
 def append_expert_rows(
@@ -140,24 +140,25 @@ def append_expert_rows(
         valid[: len(ids)] = 1
         row = _row_from_template(template, response, valid, prompt_length)
         if rope_index_fn is not None:
-            row["position_ids"] = _rope_positions(rope_index_fn, row, template["position_ids"], prompt_length,
-                                                  non_tensors.get("multi_modal_inputs", [None] * n_rows)[source])
+            multi_modal = non_tensors["multi_modal_inputs"][source] if "multi_modal_inputs" in non_tensors else None
+            row["position_ids"] = _rope_positions(
+                rope_index_fn, row, template["position_ids"], prompt_length, multi_modal
+            )
         new_rows.append(row)
         sources.append(source)
 
     n_total = n_rows + len(new_rows)
     n_pads = (-n_total) % world_size
     pad_rows = [pad_row({key: tensors[key][0] for key in keys}, prompt_length) for _ in range(n_pads)]
-    out_tensors = {
-        key: torch.cat([tensors[key]] + ([_stack(new_rows + pad_rows, [key])[key]] if new_rows or pad_rows else []))
-        for key in keys
-    }
+    added = new_rows + pad_rows
+    out_tensors = {key: torch.cat([tensors[key]] + [row[key].unsqueeze(0) for row in added]) for key in keys}
     out_non_tensors = {}
     for key, column in non_tensors.items():
         extra = [column[s] for s in sources] + [column[0] for _ in range(n_pads)]
         out_non_tensors[key] = _concat_column(column, extra)
     out_non_tensors["uid"][n_total:] = [f"calibrl-pad-{i}" for i in range(n_pads)]
-    out_non_tensors[ROW_KIND] = np.array([ON_POLICY] * n_rows + [EXPERT] * len(new_rows) + [PAD] * n_pads, dtype=np.int8)
+    kinds = [ON_POLICY] * n_rows + [EXPERT] * len(new_rows) + [PAD] * n_pads
+    out_non_tensors[ROW_KIND] = np.array(kinds, dtype=np.int8)
     meta_info = dict(batch.meta_info)
     meta_info["calibrl_truncated_expert_rows"] = int(truncated)
     return type(batch).from_dict(tensors=out_tensors, non_tensors=out_non_tensors, meta_info=meta_info)
@@ -182,8 +183,13 @@ def pad_row(template: dict[str, torch.Tensor], prompt_length: int) -> dict[str, 
     return row
 
 
-def _rope_positions(rope_index_fn: RopeIndexFn, row: dict[str, torch.Tensor], template_positions: torch.Tensor,
-                    prompt_length: int, multi_modal_inputs: Optional[dict]) -> torch.Tensor:
+def _rope_positions(
+    rope_index_fn: RopeIndexFn,
+    row: dict[str, torch.Tensor],
+    template_positions: torch.Tensor,
+    prompt_length: int,
+    multi_modal_inputs: Optional[dict],
+) -> torch.Tensor:
     """The expert row's M-RoPE ids from the family's rope-index function, in the fork's channel layout."""
     if template_positions.ndim != 2:
         raise ValueError(
@@ -201,8 +207,8 @@ def _rope_positions(rope_index_fn: RopeIndexFn, row: dict[str, torch.Tensor], te
     elif channels != rope.shape[0]:
         raise ValueError(f"rope_index_fn returned {rope.shape[0]} channels, the batch has {channels}")
     valid_prompt = row["attention_mask"][:prompt_length].bool()
-    same_prompt = torch.equal(rope[:, :prompt_length][:, valid_prompt], template_positions[:, :prompt_length][:, valid_prompt])
-    if not same_prompt:
+    ours = rope[:, :prompt_length][:, valid_prompt]
+    if not torch.equal(ours, template_positions[:, :prompt_length][:, valid_prompt]):
         raise ValueError(
             "rope_index_fn gives the expert row prompt positions that differ from the batch's own: it is not the "
             "function that built this batch's position_ids (pass the model family's get_rope_index, with the "

@@ -13,7 +13,8 @@ from typing import Optional
 
 from calibrl_ext.core import ACTIVATIONS, BEYOND_EXPERT_MODES
 
-#: ``loss_mode`` values of the kit: CalibRL drops the expert rows after the old-log-prob pass, LUFFY / RL-PLUS train them.
+#: ``loss_mode`` values of the kit: CalibRL drops the expert rows after the old-log-prob pass; LUFFY / RL-PLUS train
+#: them.
 FORK_LOSS_MODES = ("calibrl", "luffy", "rlplus")
 
 

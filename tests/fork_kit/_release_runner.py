@@ -138,9 +138,11 @@ def actor_config(rows: int):
         from verl.utils.config import omega_conf_to_dataclass
 
         cfg = {key: value for key, value in common.items() if key not in ("use_remove_padding", "use_fused_kernels")}
-        cfg.update({"_target_": "verl.workers.config.FSDPActorConfig", "rollout_n": 1,
-                    "policy_loss": {"_target_": "verl.workers.config.PolicyLossConfig", "loss_mode": "vanilla"},
-                    "fsdp_config": {"_target_": "verl.workers.config.FSDPEngineConfig", "dtype": "float32"}})  # fmt: skip
+        cfg.update({
+            "_target_": "verl.workers.config.FSDPActorConfig", "rollout_n": 1,
+            "policy_loss": {"_target_": "verl.workers.config.PolicyLossConfig", "loss_mode": "vanilla"},
+            "fsdp_config": {"_target_": "verl.workers.config.FSDPEngineConfig", "dtype": "float32"},
+        })  # fmt: skip
         return omega_conf_to_dataclass(OmegaConf.create(cfg))
     return OmegaConf.create({**common, "entropy_checkpointing": False, "ppo_max_token_len_per_gpu": 4096,
                              "kl_loss_coef": 0.0, "kl_loss_type": "low_var_kl"})  # the 0.5 dp_actor.yaml keys it reads

@@ -29,7 +29,7 @@ def _release_source(version: str) -> Path:
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            pytest.skip(f"package registry unreachable: `pip download verl=={version}` took over {DOWNLOAD_TIMEOUT_S} s")
+            pytest.skip(f"package registry unreachable: `pip download verl=={version}` ran over {DOWNLOAD_TIMEOUT_S} s")
         wheels = sorted(WHEEL_CACHE.glob(f"verl-{version}-*.whl"))
         if result.returncode != 0 or not wheels:
             pytest.skip(f"package registry unreachable: `pip download verl=={version}` failed: {result.stderr[-500:]}")

@@ -33,7 +33,8 @@ RELEASED_LOCALS = {"self", "data", "temperature", "multi_turn", "global_steps", 
                    "has_multi_modal_inputs", "dataloader", "metrics", "epoch", "batch_idx", "mini_batch",
                    "micro_batches", "responses", "response_length", "attention_mask", "response_mask", "old_log_prob",
                    "advantages", "clip_ratio", "clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "entropy_coeff",
-                   "loss_agg_mode", "calculate_entropy", "calculate_entropy_micro_batch", "entropy", "log_prob"}  # fmt: skip
+                   "loss_agg_mode", "calculate_entropy", "calculate_entropy_micro_batch", "entropy",
+                   "log_prob"}  # fmt: skip
 #: Locals of the released fork's RayPPOTrainer.fit where the advantage is computed.
 RELEASED_FIT_LOCALS = {"self", "batch", "metrics", "timing_raw"}
 
@@ -124,8 +125,10 @@ def _verl_09_loss(full, uid, new_log_probs_on_policy):
     }
     advantages = core.group_advantages(scores, uid, is_expert).unsqueeze(-1) * mask
     with verl_losses.micro_batch_extras(**extras):
-        loss, _ = POLICY_LOSS_REGISTRY["calibrl"](old_log_prob=old, log_prob=log_prob, advantages=advantages,
-                                                  response_mask=mask, loss_agg_mode="token-mean", config=config)  # fmt: skip
+        loss, _ = POLICY_LOSS_REGISTRY["calibrl"](
+            old_log_prob=old, log_prob=log_prob, advantages=advantages, response_mask=mask,
+            loss_agg_mode="token-mean", config=config,
+        )  # fmt: skip
     return loss
 
 

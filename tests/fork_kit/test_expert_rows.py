@@ -120,8 +120,8 @@ def qwen25_vl_rope():
 
     def rope_index_fn(input_ids, attention_mask, multi_modal_inputs):
         token_type = (input_ids == config.image_token_id).int()
-        positions, _ = model.get_rope_index(input_ids, token_type, image_grid_thw=multi_modal_inputs.get("image_grid_thw"),
-                                            attention_mask=attention_mask)  # fmt: skip
+        grid = multi_modal_inputs.get("image_grid_thw")
+        positions, _ = model.get_rope_index(input_ids, token_type, image_grid_thw=grid, attention_mask=attention_mask)
         return positions
 
     return rope_index_fn

@@ -33,8 +33,8 @@ def release_run(request, tmp_path_factory, release_source):
     src = release_source(version)
     out = tmp_path_factory.mktemp(f"verl-{version}") / "run.pt"
     env = {**os.environ, "PYTHONPATH": str(src), "VERL_USE_EXTERNAL_PLUGINS": "none"}
-    result = subprocess.run([sys.executable, str(RUNNER), str(src), version, str(ROOT / "docs" / "verl_fork.md"),
-                             str(out)], capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, cwd=ROOT)  # fmt: skip
+    cmd = [sys.executable, str(RUNNER), str(src), version, str(ROOT / "docs" / "verl_fork.md"), str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, cwd=ROOT)
     assert result.returncode == 0, f"verl {version} run failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return torch.load(out, weights_only=False)
 
@@ -44,7 +44,8 @@ def _response_log_probs(model, rows: dict, autocast_dtype) -> torch.Tensor:
     from verl.utils.torch_functional import logprobs_from_logits
 
     response_length = rows["responses"].shape[-1]
-    with torch.autocast(device_type="cpu", dtype=autocast_dtype, enabled=autocast_dtype in (torch.bfloat16, torch.float16)):
+    half = autocast_dtype in (torch.bfloat16, torch.float16)  # CPU autocast ignores float32, as in the release
+    with torch.autocast(device_type="cpu", dtype=autocast_dtype, enabled=half):
         logits = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
                        position_ids=rows["position_ids"], use_cache=False).logits  # fmt: skip
         logits = logits[:, -response_length - 1 : -1, :]
@@ -78,7 +79,8 @@ def _verl_09_path(run):
     # The on-policy rows are forwarded as the release's update forwards them (same rows, same order, same autocast);
     # expert rows carry their old log-probs (the registered loss gives them no gradient).
     log_prob = old.clone()
-    log_prob[on_policy] = _response_log_probs(model, {k: v[on_policy] for k, v in rows.items()}, run["forward_autocast"])
+    on_policy_rows = {key: value[on_policy] for key, value in rows.items()}
+    log_prob[on_policy] = _response_log_probs(model, on_policy_rows, run["forward_autocast"])
 
     on_tokens = mask * (~is_expert).float()[:, None]
     config = omega_conf_to_dataclass(OmegaConf.create({
