@@ -1,5 +1,6 @@
-"""CalibRL for verl forks without the v1 trainer: verl 0.4-0.8 (``RayPPOTrainer.fit`` + ``dp_actor``), EasyR1 and the
-released CalibRL fork. Pure torch + numpy; no verl import (the fork's own ``DataProto`` class builds the batches).
+"""CalibRL for verl forks without the v1 trainer: verl 0.4-0.7 (``RayPPOTrainer.fit`` + ``dp_actor``; 0.8 keeps that
+``fit`` but trains in engine workers), EasyR1 and the released CalibRL fork. Pure torch + numpy; no verl import (the
+fork's own ``DataProto`` class builds the batches).
 
 Order of the calls in a legacy trainer (docs/verl_fork.md says where each goes, per fork):
   1. :func:`append_expert_rows` - right after the rollout is merged into the batch, before reward / old-log-prob;

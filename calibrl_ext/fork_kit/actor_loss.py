@@ -124,7 +124,7 @@ def verl_policy_loss(
     settings: ForkSettings,
     rollout_is_weights: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """verl 0.6-0.8 ``dp_actor.update_policy`` form: replaces ``policy_loss_fn(...)``; returns
+    """verl 0.6-0.7 ``dp_actor.update_policy`` form: replaces ``policy_loss_fn(...)``; returns
     ``(pg_loss, pg_metrics)``.
 
     Clip ranges come from the actor config as the fork's own losses read them (``clip_ratio``,

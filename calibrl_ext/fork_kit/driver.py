@@ -98,7 +98,8 @@ def after_old_log_prob(
     }
     if entropys is not None:
         on_tokens = response_mask * on_policy.unsqueeze(-1)
-        metrics["actor/entropy"] = float(aggregate_loss(entropys.detach(), on_tokens, loss_agg_mode))
+        # float32: the old-log-prob pass may return bf16 entropies (verl 0.5), too coarse for a logged mean
+        metrics["actor/entropy"] = float(aggregate_loss(entropys.detach().float(), on_tokens.float(), loss_agg_mode))
 
     keep_rows = on_policy | is_expert if settings.trains_expert_rows else on_policy
     keep = np.flatnonzero(keep_rows.numpy())

@@ -245,6 +245,7 @@ def main() -> None:
     batch.batch["token_level_scores"] = token_scores
     batch.batch["token_level_rewards"] = token_scores
     full = {key: batch.batch[key].clone() for key in batch.batch.keys()}
+    full["entropys"] = entropys.clone()
     full_non_tensors = {key: np.asarray(value).copy() for key, value in batch.non_tensor_batch.items()}
 
     metrics: dict = {}

@@ -132,4 +132,12 @@ def test_release_advantages_and_logs(release_run):
     torch.testing.assert_close(run["kit_advantages"], run["release_advantages"])
     full, kinds = run["full"], run["full_non_tensors"]["calibrl_row_kind"]
     assert run["driver_metrics"]["calibrl/expert_rows"] == 2.0
-    assert np.isfinite(run["driver_metrics"]["actor/entropy"])
+    mask = full["response_mask"].float()
+    on_policy_tokens = mask * torch.as_tensor(kinds == 0).float()[:, None]
+    entropys = full["entropys"].float()
+    on_policy_entropy = float((entropys * on_policy_tokens).sum() / on_policy_tokens.sum())
+    every_row_entropy = float((entropys * mask).sum() / mask.sum())  # what legacy fit logs
+    # A random tiny model's entropies are all near log(vocab): the two values differ by ~3e-5, far above float32's
+    # ~1e-6 here, so the tolerance below still tells them apart.
+    assert run["driver_metrics"]["actor/entropy"] == pytest.approx(on_policy_entropy, abs=2e-6)
+    assert abs(on_policy_entropy - every_row_entropy) > 1e-5
