@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (after the script's, if any)")
     args = parser.parse_args(argv)
     try:
-        config = compose_script(args.script, extra_overrides=args.overrides) if args.script else compose_overrides(args.overrides)
+        if args.script:
+            config = compose_script(args.script, extra_overrides=args.overrides)
+        else:
+            config = compose_overrides(args.overrides)
         section = dict((config.get("calibrl", None) or {}).get("memory_plan", None) or {})
         if args.gpu_memory_gib is not None:
             section["gpu_memory_gib"] = args.gpu_memory_gib

@@ -104,7 +104,9 @@ class MemoryPlan:
             f"{self.kv_cache_tokens / max(self.max_sequence_tokens, 1):.1f} full-length sequences "
             f"({self.max_sequence_tokens} tokens each)"
         )
-        lines.append(f"  expert rows: +{self.expert_share:.0%} of the actor's rows per step (more micro-batches, same peak)")
+        lines.append(
+            f"  expert rows: +{self.expert_share:.0%} of the actor's rows per step (more micro-batches, same peak)"
+        )
         largest = ", ".join(f"{name} {value / GIB:.1f} GiB" for name, value in self.largest_terms())
         lines.append(f"  largest terms: {largest}")
         if self.fits:
@@ -169,7 +171,9 @@ def plan_memory(config, shape: ModelShape, settings: PlannerSettings, rows_per_g
         activations = train_tokens * (2 * h * layers + layer_live)
     else:
         activations = train_tokens * layer_live * layers
-    logits = max(train_tokens * vocab * settings.logits_bytes_train, logprob_tokens * vocab * settings.logits_bytes_forward)
+    logits = max(
+        train_tokens * vocab * settings.logits_bytes_train, logprob_tokens * vocab * settings.logits_bytes_forward
+    )
     reserve = settings.reserve_gib * GIB
     train_terms = {
         "actor parameters (sharded)": params,
@@ -222,7 +226,8 @@ def _judge(plan, gpu, kv_cache, seq_len, tp, world, param_offload, optimizer_off
             "vLLM's budget does not hold its weights: gpu_memory_utilization * GPU memory < weights / TP + overhead"
         )
         plan.suggestions.append(
-            "raise actor_rollout_ref.rollout.gpu_memory_utilization or actor_rollout_ref.rollout.tensor_model_parallel_size"
+            "raise actor_rollout_ref.rollout.gpu_memory_utilization or "
+            "actor_rollout_ref.rollout.tensor_model_parallel_size"
         )
     elif plan.kv_cache_tokens < seq_len:
         plan.problems.append(

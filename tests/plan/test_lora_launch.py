@@ -20,8 +20,8 @@ def test_lora_variant_composes_and_validates(mode, tmp_path):
 
     train = tmp_path / "train.parquet"
     pd.DataFrame({"prompt": ["q"], "expert_solution": ["a"]}).to_parquet(train)
-    config = compose_script(EXAMPLES / "run_qwen25vl_7b.sh",
-                            env={"MODE": mode, "LORA_RANK": "64", "TRAIN_FILES": str(train), "VAL_FILES": str(train)})  # fmt: skip
+    env = {"MODE": mode, "LORA_RANK": "64", "TRAIN_FILES": str(train), "VAL_FILES": str(train)}
+    config = compose_script(EXAMPLES / "run_qwen25vl_7b.sh", env=env)
     model = config.actor_rollout_ref.model
     assert (model.lora_rank, model.lora_alpha, model.target_modules) == (64, 128, "all-linear")
     assert "visual" in model.exclude_modules and "vision_tower" in model.exclude_modules

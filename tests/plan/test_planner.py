@@ -57,7 +57,8 @@ def test_tiny_plan_terms_by_hand():
     """Sharded over 8 GPUs in fp32: parameters and gradients 244 x 4 / 8 bytes, Adam 244 x 8 / 8; logits 100 tokens x
     10 vocab x 10 bytes; activations 100 x (2 x 4 x 1 + 4 x (8 x 4 + 4 x 8)) = 26400 bytes; the rollout phase is
     half the GPU plus the resident actor; an expert row adds 1 / n of the rows."""
-    plan = plan_memory(tiny_run(), shape_from_config(TINY), PlannerSettings(gpu_memory_gib=1.0), rows_per_group_extra=1)
+    settings = PlannerSettings(gpu_memory_gib=1.0)
+    plan = plan_memory(tiny_run(), shape_from_config(TINY), settings, rows_per_group_extra=1)
     t = plan.train_terms
     assert t["actor parameters (sharded)"] == t["actor gradients (sharded)"] == 244 * 4 / 8
     assert t["actor optimizer state (sharded)"] == 244 * 8 / 8
@@ -71,8 +72,9 @@ def test_offload_and_lora_move_the_right_terms():
     """param/optimizer offload empty the actor's resident terms in the rollout phase only; LoRA rank r keeps the
     base weights but sizes gradients and Adam state by r x 64 adapter parameters."""
     shape, settings = shape_from_config(TINY), PlannerSettings(gpu_memory_gib=1.0)
-    off = plan_memory(tiny_run(**{"actor_rollout_ref.actor.fsdp_config.param_offload": True,
-                                  "actor_rollout_ref.actor.fsdp_config.optimizer_offload": True}), shape, settings)  # fmt: skip
+    offload = {"actor_rollout_ref.actor.fsdp_config.param_offload": True,
+               "actor_rollout_ref.actor.fsdp_config.optimizer_offload": True}  # fmt: skip
+    off = plan_memory(tiny_run(**offload), shape, settings)
     assert off.rollout_terms["actor parameters resident"] == off.rollout_terms["actor optimizer state resident"] == 0
     assert off.train_terms["actor optimizer state (sharded)"] == 244
     lora = plan_memory(tiny_run(**{"actor_rollout_ref.model.lora_rank": 2}), shape, settings)
@@ -105,10 +107,13 @@ def test_launch_scripts_fit_their_stated_hardware(script, mode):
     assert plan.fits, plan.report()
 
 
-@pytest.mark.xfail(strict=True, reason="run_qwen25vl_32b.sh (review-eval is changing its layout): 24576 tokens per "
-                   "GPU micro-batch need ~86 GiB; docs/memory.md")  # fmt: skip
+@pytest.mark.xfail(
+    strict=True,
+    reason="run_qwen25vl_32b.sh (review-eval is changing its layout): 24576 tokens per GPU micro-batch need ~86 GiB; "
+    "docs/memory.md",
+)
 def test_thirty_two_b_script_fits_its_stated_hardware():
-    """run_qwen25vl_32b.sh fits 4 nodes x 8 x 80 GB (strict xfail: passes, and so fails here, once the layout is fixed)."""
+    """run_qwen25vl_32b.sh fits 4 nodes x 8 x 80 GB (a strict xfail: it fails here once the layout fits)."""
     config = compose_script(EXAMPLES / "run_qwen25vl_32b.sh", env={"MODE": "calibrl"})
     plan = plan_memory(config, load_model_shape("Qwen2.5-VL-32B-Instruct"), PlannerSettings(gpu_memory_gib=80))
     assert plan.fits, plan.report()
@@ -124,7 +129,8 @@ def easyr1_config(model: str, gpus: int):
         "actor_rollout_ref.actor.ppo_mini_batch_size=32", "actor_rollout_ref.actor.use_dynamic_bsz=True",
         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=4096",
         "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=8192", "actor_rollout_ref.rollout.n=5",
-        "actor_rollout_ref.rollout.gpu_memory_utilization=0.6", "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
+        "actor_rollout_ref.rollout.gpu_memory_utilization=0.6",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
         "actor_rollout_ref.actor.fsdp_config.param_offload=True",
         "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True", "actor_rollout_ref.actor.use_kl_loss=True",
         "actor_rollout_ref.ref.fsdp_config.param_offload=True",
