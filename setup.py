@@ -31,7 +31,7 @@ setup(
     # `recipe` is a namespace package: verl's wheel ships one too (recipe/simple_use_case), and
     # recipe.calibrl must be importable from the installed package inside every Ray worker.
     packages=find_namespace_packages(include=["calibrl_ext", "calibrl_ext.*", "recipe.calibrl", "recipe.calibrl.*"]),
-    package_data={"recipe.calibrl": ["config/*.yaml"], "calibrl_ext": ["*.jinja", "**/*.yaml"]},
+    package_data={"recipe.calibrl": ["config/*.yaml"], "calibrl_ext": ["*.jinja", "**/*.yaml", "plan/model_configs/*.json"]},
     install_requires=[
         VERL_PIN,
         "torch",

@@ -75,6 +75,24 @@ if [ "$NNODES" -gt 1 ]; then
   done
   echo "calibrl_gpu.sh: $NNODES nodes: calibrl must be installed (pip install -e \".[gpu]\") on every node; data and $CKPT_DIR must be on shared storage" >&2
 fi
+# ---- LoRA (lora-plan; docs/memory.md): LORA_RANK=0 trains all weights; LORA_RANK>0 trains verl's LoRA adapters
+# (actor_rollout_ref.model.lora_rank / lora_alpha / target_modules) on every linear layer of the language model.
+# The vision tower and projector are excluded (vLLM applies LoRA to the language model only); they stay frozen.
+LORA_RANK=${LORA_RANK:-0}
+if [[ ! "$LORA_RANK" =~ ^[0-9]+$ ]]; then echo "LORA_RANK must be a non-negative integer, got $LORA_RANK" >&2; exit 2; fi
+LORA_ALPHA=${LORA_ALPHA:-$((2 * LORA_RANK))}
+LORA_TARGET_MODULES=${LORA_TARGET_MODULES:-all-linear}
+LORA_EXCLUDE_MODULES=${LORA_EXCLUDE_MODULES:-'.*(visual|vision_tower|vision_model|multi_modal_projector|mlp1).*'}
+LORA_ARGS=()
+if [ "$LORA_RANK" -gt 0 ]; then
+  LORA_ARGS=(
+    actor_rollout_ref.model.lora_rank="$LORA_RANK"
+    actor_rollout_ref.model.lora_alpha="$LORA_ALPHA"
+    actor_rollout_ref.model.target_modules="$LORA_TARGET_MODULES"
+    "actor_rollout_ref.model.exclude_modules='$LORA_EXCLUDE_MODULES'"
+  )
+fi
+# ---- end LoRA ----
 
 exec "$PYTHON" -m recipe.calibrl.main_calibrl \
   calibrl.mode="$MODE" \
@@ -112,4 +130,5 @@ exec "$PYTHON" -m recipe.calibrl.main_calibrl \
   trainer.total_epochs="$TOTAL_EPOCHS" \
   trainer.total_training_steps="$TOTAL_TRAINING_STEPS" \
   trainer.default_local_dir="$CKPT_DIR" \
+  "${LORA_ARGS[@]}" \
   "$@"

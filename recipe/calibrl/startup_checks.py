@@ -176,6 +176,18 @@ def check_reward_function(config) -> None:
         _fail(f"reward.custom_reward_function.name={name!r} in {path!r} is not a function.")
 
 
+# ---- memory plan hook (owned by calibrl_ext/plan; docs/memory.md) ----
+def check_memory_plan(config) -> None:
+    """Estimate per-GPU memory (calibrl_ext.plan); warn when it does not fit, or fail with
+    ``calibrl.memory_plan.strict=True``. Skipped with ``calibrl.memory_plan.enable=False``."""
+    from calibrl_ext.plan.hook import check_memory_plan as _check
+
+    _check(config)
+
+
+# ---- end of memory plan hook ----
+
+
 def validate_startup(config, expect_trainer_mode: bool = False) -> CalibRLRecipeSettings:
     """Run every check; return the validated recipe settings.
 
@@ -191,4 +203,5 @@ def validate_startup(config, expect_trainer_mode: bool = False) -> CalibRLRecipe
     check_batch_arithmetic(config, settings)
     check_expert_column(config, settings)
     check_reward_function(config)
+    check_memory_plan(config)
     return settings
