@@ -123,8 +123,13 @@ def aggregate_loss(
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(torch.float32)
-    return (torch.where(mask.bool(), values.float(), torch.zeros_like(mask)).sum() / mask.sum().clamp(min=1)).detach()
+    """Detached float32 mean of ``values`` over ``mask`` (both ``[N, T]``); 0 for an empty mask."""
+    with torch.no_grad():
+        mask = mask.bool()
+        count = mask.sum().clamp(min=1).float()
+        if values.dtype == torch.bool:  # indicator metrics: a logical and is far cheaper than a float select
+            return (values & mask).sum().float() / count
+        return torch.where(mask, values.float(), 0.0).sum() / count
 
 
 def _on_policy_mask(response_mask: torch.Tensor, is_expert: torch.Tensor | Sequence[bool]) -> torch.Tensor:
