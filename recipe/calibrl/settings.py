@@ -13,7 +13,21 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 #: ``calibrl.mode`` values and the verl ``policy_loss.loss_mode`` each one runs.
-MODE_TO_LOSS_MODE = {"calibrl": "calibrl", "luffy": "luffy", "rlplus": "rlplus", "grpo": "vanilla"}
+MODE_TO_LOSS_MODE = {
+    "calibrl": "calibrl",
+    "luffy": "luffy",
+    "rlplus": "rlplus",
+    "grpo": "vanilla",
+    # GRPO plus verl's entropy bonus (actor.entropy_coeff = calibrl.entropy_coeff): the paper's "conventional RL
+    # with entropy regularisation" baseline.
+    "entropy_reg": "vanilla",
+}
+
+#: Modes that add verl's entropy bonus; ``actor.entropy_coeff`` follows ``calibrl.entropy_coeff`` in them, 0 otherwise.
+ENTROPY_MODES = ("entropy_reg",)
+
+#: Key of verl's entropy bonus, checked at start-up in the entropy modes.
+ENTROPY_COEFF_KEY = "actor_rollout_ref.actor.entropy_coeff"
 
 #: Modes whose groups get an expert row.
 EXPERT_MODES = ("calibrl", "luffy", "rlplus")
@@ -44,6 +58,10 @@ class CalibRLRecipeSettings:
         pass_rate_window: ``[low, high]``: an expert row calibrates (or, for luffy/rlplus, is trained with) its group
             only if the group's on-policy pass rate p satisfies low <= p <= high; ``[0, 1]`` always.
         schedule_seed: seed of the per-step keep decisions (deterministic across resumes).
+        entropy_coeff: weight of verl's entropy bonus in mode ``entropy_reg`` (the yaml copies it into
+            ``actor_rollout_ref.actor.entropy_coeff``; other modes get 0). Must be > 0 in that mode. Default 0.001:
+            the ``entropy_coeff`` default of verl's PPO/GRPO actor config before verl 0.5 set it to 0 (verl's GRPO
+            examples of that time, e.g. ``examples/grpo_trainer/run_qwen2_5_vl-7b.sh``, train with it).
     """
 
     mode: str = "calibrl"
@@ -52,6 +70,7 @@ class CalibRLRecipeSettings:
     grpo_warmup_steps: int = 0
     pass_rate_window: tuple[float, float] = (0.0, 1.0)
     schedule_seed: int = 0
+    entropy_coeff: float = 0.001
 
     @classmethod
     def from_config(cls, config) -> "CalibRLRecipeSettings":
@@ -70,8 +89,10 @@ class CalibRLRecipeSettings:
             grpo_warmup_steps=section.get("grpo_warmup_steps", cls.grpo_warmup_steps),
             pass_rate_window=tuple(window) if window is not None else None,
             schedule_seed=section.get("schedule_seed", cls.schedule_seed),
+            entropy_coeff=section.get("entropy_coeff", cls.entropy_coeff),
         )
         settings.validate()
+        check_entropy_bonus(config, settings)
         return settings
 
     def validate(self) -> None:
@@ -98,6 +119,11 @@ class CalibRLRecipeSettings:
             fail("pass_rate_window", window, "must be [low, high] with 0 <= low <= high <= 1")
         if isinstance(self.schedule_seed, bool) or not isinstance(self.schedule_seed, int):
             fail("schedule_seed", self.schedule_seed, "must be an integer")
+        c = self.entropy_coeff
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
+            fail("entropy_coeff", c, "must be a finite number >= 0")
+        if self.mode in ENTROPY_MODES and c <= 0:
+            fail("entropy_coeff", c, f"must be > 0 in mode {self.mode!r} (it is that mode's entropy bonus)")
 
     @property
     def loss_mode(self) -> str:
@@ -112,6 +138,29 @@ class CalibRLRecipeSettings:
         return self.mode in EXPERT_TRAINING_MODES
 
 
+def check_entropy_bonus(config, settings: CalibRLRecipeSettings) -> None:
+    """Start-up check of the entropy modes: verl's ``actor.entropy_coeff`` must be > 0 (the mode's whole point).
+
+    The yaml derives it from ``calibrl.entropy_coeff``; a direct override of the actor key to 0 would silently turn
+    ``entropy_reg`` into plain GRPO, so it fails here naming both keys.
+    """
+    if settings.mode not in ENTROPY_MODES:
+        return
+    actor = config.get("actor_rollout_ref", {}).get("actor", {})
+    coeff = actor.get("entropy_coeff", None)
+    if not isinstance(coeff, (int, float)) or isinstance(coeff, bool) or not coeff > 0:
+        raise CalibRLConfigError(
+            f"calibrl.mode={settings.mode!r} needs {ENTROPY_COEFF_KEY} > 0, got {coeff!r}. Set `calibrl.entropy_coeff="
+            f"<value > 0>` and leave {ENTROPY_COEFF_KEY} to the recipe yaml, which copies it in this mode."
+        )
+
+
+def entropy_coeff_for(mode: str, entropy_coeff: float) -> float:
+    """``actor.entropy_coeff`` for a mode (the yaml's ``${calibrl_entropy_coeff:...}`` resolver): the bonus in the
+    entropy modes, 0 elsewhere (the released CalibRL and the other baselines train without it)."""
+    return float(entropy_coeff) if mode in ENTROPY_MODES else 0.0
+
+
 def loss_mode_for(mode: str) -> str:
     """The ``policy_loss.loss_mode`` a ``calibrl.mode`` runs (the yaml's ``${calibrl_loss_mode:...}`` resolver)."""
     if mode not in MODE_TO_LOSS_MODE:
@@ -120,3 +169,4 @@ def loss_mode_for(mode: str) -> str:
 
 
 OmegaConf.register_new_resolver("calibrl_loss_mode", loss_mode_for, replace=True)
+OmegaConf.register_new_resolver("calibrl_entropy_coeff", entropy_coeff_for, replace=True)

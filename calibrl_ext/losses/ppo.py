@@ -1,0 +1,144 @@
+"""The shared PPO token loss, verl's aggregation, and the masking helpers every method's loss uses (pure torch).
+
+PPO: https://arxiv.org/abs/1707.06347; dual clip: https://arxiv.org/abs/1912.09729 (as in verl's
+``compute_policy_loss_vanilla``, which ``tests/core/test_verl_glue.py`` pins this equal to).
+
+Shapes: ``N`` rows, ``T`` response positions (right-padded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["LOG_RATIO_CLAMP", "LOSS_AGG_MODES", "aggregate_loss", "ppo_clip_token_loss"]
+
+#: Loss aggregation modes, identical to verl's ``agg_loss``.
+LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean")
+
+#: verl clamps the log-ratio to this range before ``exp`` (``compute_policy_loss_vanilla``); kept identical.
+LOG_RATIO_CLAMP = 20.0
+
+
+def _as_bool(x: torch.Tensor | Sequence[bool] | np.ndarray, n: int, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(torch.bool).reshape(-1)
+    if t.numel() != n:
+        raise ValueError(f"{name} must have one entry per row ([N]={n}), got {t.numel()}")
+    return t
+
+
+
+def _row_vector(x: torch.Tensor | Sequence, like: torch.Tensor, name: str) -> torch.Tensor:
+    """Broadcast a per-row ``[N]`` or per-token ``[N, T]`` tensor against ``like`` ``[N, T]``."""
+    t = torch.as_tensor(x, device=like.device)
+    if t.ndim == 1:
+        t = t.unsqueeze(-1)
+    if t.shape[0] != like.shape[0]:
+        raise ValueError(f"{name} has {t.shape[0]} rows, expected {like.shape[0]}")
+    return t
+
+
+def ppo_clip_token_loss(
+    old_log_probs: torch.Tensor,
+    log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    clip_c: float = 3.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """verl's standard dual-clip PPO loss per token (§3), before aggregation.
+
+    rho = exp(clamp(l - l^old, -20, 20)); L = max(-A rho, -A clip(rho, 1-eps_low, 1+eps_high)); where A < 0
+    additionally min(L, -c A).
+
+    Args:
+        old_log_probs, log_probs, advantages: ``[N, T]`` (advantages may also be ``[N]``).
+        clip_low, clip_high: eps_low, eps_high. clip_c: the dual-clip constant c (> 1).
+
+    Returns:
+        ``([N, T]`` loss, dict of ``[N, T]`` bool indicators ``clipped``, ``clipped_lower`` and the log-ratio).
+    """
+    if clip_c <= 1.0:
+        raise ValueError(f"clip_c (dual-clip constant c) must be > 1, got {clip_c}")
+    neg_advantages = -_row_vector(advantages, log_probs, "advantages").to(log_probs.dtype)
+    log_ratio = torch.clamp(log_probs - old_log_probs, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    unclipped = neg_advantages * ratio
+    clipped = neg_advantages * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+    loss_clip = torch.maximum(unclipped, clipped)
+    dual_bound = neg_advantages * clip_c
+    negative = neg_advantages > 0  # A < 0
+    loss = torch.where(negative, torch.minimum(dual_bound, loss_clip), loss_clip)
+    stats = {
+        "clipped": clipped > unclipped,
+        "clipped_lower": (loss_clip > dual_bound) & negative,
+        "log_ratio": log_ratio,
+    }
+    return loss, stats
+
+
+def aggregate_loss(
+    loss_mat: torch.Tensor,
+    loss_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    dp_size: int = 1,
+    batch_num_tokens: int | torch.Tensor | None = None,
+    global_batch_size: int | torch.Tensor | None = None,
+    loss_scale_factor: float | None = None,
+) -> torch.Tensor:
+    """Aggregate a ``[N, T]`` loss matrix to a scalar exactly as verl's ``agg_loss`` does.
+
+    Pass verl's ``config.global_batch_info`` (dp_size, batch_num_tokens, global_batch_size, loss_scale_factor) so a
+    micro-batch's loss sums to the mini-batch loss across micro-batches and data-parallel ranks. One difference,
+    for robustness only: an all-zero mask without global counts gives 0 instead of verl's 0/0 = NaN.
+    """
+    if loss_agg_mode not in LOSS_AGG_MODES:
+        raise ValueError(f"loss_agg_mode must be one of {LOSS_AGG_MODES}, got {loss_agg_mode!r}")
+    mask = loss_mask.to(loss_mat.dtype)
+    masked = torch.where(loss_mask.bool(), loss_mat, torch.zeros_like(loss_mat))
+    if loss_agg_mode == "token-mean":
+        if batch_num_tokens is None:
+            if dp_size > 1:
+                raise ValueError("batch_num_tokens (global) is required when dp_size > 1")
+            batch_num_tokens = mask.sum().clamp(min=1)
+        return masked.sum() / batch_num_tokens * dp_size
+    if loss_agg_mode == "token-sum":
+        return masked.sum() * dp_size
+    seq_tokens = mask.sum(dim=-1)
+    seq_mask = (seq_tokens > 0).to(loss_mat.dtype)
+    if loss_agg_mode == "seq-mean-token-mean":
+        seq_losses = masked.sum(dim=-1) / (seq_tokens + 1e-8)
+    else:
+        seq_losses = masked.sum(dim=-1)
+    if global_batch_size is None:
+        if dp_size > 1:
+            raise ValueError("global_batch_size is required when dp_size > 1")
+        global_batch_size = seq_mask.sum().clamp(min=1)
+    loss = (seq_losses * seq_mask).sum() / global_batch_size * dp_size
+    if loss_agg_mode == "seq-mean-token-sum-norm":
+        loss = loss / (loss_scale_factor if loss_scale_factor is not None else loss_mask.shape[-1])
+    return loss
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Detached float32 mean of ``values`` over ``mask`` (both ``[N, T]``); 0 for an empty mask."""
+    with torch.no_grad():
+        mask = mask.bool()
+        count = mask.sum().clamp(min=1).float()
+        if values.dtype == torch.bool:  # indicator metrics: a logical and is far cheaper than a float select
+            return (values & mask).sum().float() / count
+        return torch.where(mask, values.float(), 0.0).sum() / count
+
+
+def _on_policy_mask(response_mask: torch.Tensor, is_expert: torch.Tensor | Sequence[bool]) -> torch.Tensor:
+    expert = _as_bool(is_expert, response_mask.shape[0], "is_expert")
+    return response_mask.bool() & ~expert.to(response_mask.device).unsqueeze(-1)
+
+
+def _sanitize(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero entries outside ``mask`` (and non-finite ones inside), keeping the gradient path for the rest."""
+    keep = mask & torch.isfinite(x)
+    return torch.where(keep, x, torch.zeros_like(x))
+
