@@ -23,8 +23,8 @@ pytestmark = pytest.mark.e2e
 
 RUN_TIMEOUT_S = 600
 STEPS = 3
-#: Bound on training/rollout_probs_diff_mean when the pushes arrive (fp32 on both sides: 1e-6..1e-5 measured).
-SYNCED_MEAN_DIFF = 3e-5
+#: Bound on training/rollout_probs_diff_mean when the pushes arrive (fp32 on both sides: 1e-6..1.8e-5 measured).
+SYNCED_MEAN_DIFF = 5e-5
 #: The stale control's mean difference must exceed the synced run's by this factor at every step after the first
 #: update (about 5-50x measured: docs/vllm_cpu.md).
 STALE_FACTOR = 3.0
