@@ -57,6 +57,9 @@ setup(
     entry_points={
         # Loaded by `import verl` in every process (driver, TaskRunner, Ray workers).
         "verl.plugins": ["calibrl = calibrl_ext.plugin"],
+        # Loaded by vLLM in each of its processes; acts only on vLLM's CPU platform (the vLLM-on-CPU environment
+        # .venv-vllm/ of docs/vllm_cpu.md): linear layers that verl's weight push can reload.
+        "vllm.general_plugins": ["calibrl_cpu_reloadable_linear = calibrl_ext.cpu_backend.vllm_plugin:register"],
     },
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
 )

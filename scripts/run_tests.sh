@@ -1,13 +1,50 @@
 #!/usr/bin/env bash
 # The test command of the README (and of .ci/run): the whole suite, e2e CPU runs included.
-# Extra arguments go to pytest (e.g. `-m "not e2e"` for the fast part only).
+# Two environments: everything except tests/vllm/ runs in .venv/; tests/vllm/ (verl's real vLLM rollout on CPU)
+# runs in .venv-vllm/ (scripts/bootstrap_vllm_venv.sh; `make test` builds both).
+# Extra arguments go to pytest (e.g. `-m "not e2e"` for the fast part only). With test paths among them, only
+# those run, each in its environment (paths under tests/vllm in .venv-vllm). CALIBRL_SKIP_VLLM=1 skips tests/vllm
+# (for a machine without the vLLM environment; CI never sets it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
-.venv/bin/python -m pytest "$@"
-rc=$?
-if [ "$rc" -eq 5 ]; then
-  echo "run_tests: pytest collected no tests (exit 5): the selection is empty or tests/ is missing" >&2
-  exit 1
+
+main_paths=() vllm_paths=() options=()
+for arg in "$@"; do
+  case "$arg" in
+    tests/vllm|tests/vllm/*) vllm_paths+=("$arg") ;;
+    tests|tests/|tests/*) main_paths+=("$arg") ;;
+    *) options+=("$arg") ;;
+  esac
+done
+run_main=1 run_vllm=1
+if [ ${#main_paths[@]} -gt 0 ] || [ ${#vllm_paths[@]} -gt 0 ]; then
+  [ ${#main_paths[@]} -gt 0 ] || run_main=0
+  [ ${#vllm_paths[@]} -gt 0 ] || run_vllm=0
 fi
-exit "$rc"
+[ "${CALIBRL_SKIP_VLLM:-0}" = "1" ] && run_vllm=0
+
+check_rc() {  # pytest exit 5 = nothing collected: an empty selection is an error here
+  if [ "$1" -eq 5 ]; then
+    echo "run_tests: pytest collected no tests (exit 5) in $2: the selection is empty or the tests are missing" >&2
+    return 1
+  fi
+  return "$1"
+}
+rc_main=0 rc_vllm=0
+if [ "$run_main" = 1 ]; then
+  .venv/bin/python -m pytest --ignore=tests/vllm "${options[@]}" "${main_paths[@]}"
+  check_rc $? ".venv (tests except tests/vllm)"; rc_main=$?
+fi
+if [ "$run_vllm" = 1 ]; then
+  if [ ! -x .venv-vllm/bin/python ]; then
+    echo "run_tests: .venv-vllm/ is missing: build it with 'bash scripts/bootstrap_vllm_venv.sh' (make test does)," \
+      "or set CALIBRL_SKIP_VLLM=1 to skip tests/vllm" >&2
+    rc_vllm=1
+  else
+    [ ${#vllm_paths[@]} -gt 0 ] || vllm_paths=(tests/vllm)
+    .venv-vllm/bin/python -m pytest "${options[@]}" "${vllm_paths[@]}"
+    check_rc $? ".venv-vllm (tests/vllm)"; rc_vllm=$?
+  fi
+fi
+[ "$rc_main" -eq 0 ] && [ "$rc_vllm" -eq 0 ]

@@ -27,6 +27,14 @@ What it guarantees:
   ``metrics_path`` or it erases the first run's metrics.
 - Output (stdout and stderr) goes to ``log_path`` (default: ``<metrics_path>.log``), and to the console with
   ``echo=True``.
+- Fail fast: verl does not stop when a rollout server dies or a weight push raises inside vLLM (it waits on the
+  dead server for many minutes). Every output line is matched against :data:`FATAL_ROLLOUT_PATTERNS`; on a
+  match the run gets ``fatal_grace_s`` seconds to exit on its own, then it is terminated and the result
+  carries ``returncode == ROLLOUT_FAILED_RETURNCODE`` and ``fatal_error`` (the matching line and the lines
+  after it: the underlying traceback), which :meth:`VerlRun.raise_for_status` puts first in its message.
+- Shared memory: ``/dev/shm`` segments that the run's processes map or hold open (verl's weight-push buckets
+  ``verl_weights_*``, vLLM's ``psm_*`` message queues) are recorded while it runs and the ones still present
+  after cleanup are removed (:attr:`VerlRun.removed_shm`); segments of other runs are never touched.
 
 CLI (used by ``examples/run_tiny_cpu_grpo.sh``)::
 
@@ -48,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import re
+
 import psutil
 
 from calibrl_ext.cpu_backend.overrides import CpuRunShape, cpu_env, cpu_overrides, repo_root
@@ -60,6 +70,30 @@ SETTLE_AFTER_EXIT_S = 5.0
 TIMEOUT_RETURNCODE = 124
 #: Override that makes verl log metrics to the file read here (the caller may override it).
 LOGGER_OVERRIDE = "trainer.logger=[console,file]"
+#: Exit code reported when a fatal rollout-server error was seen and the run was stopped (EX_SOFTWARE).
+ROLLOUT_FAILED_RETURNCODE = 70
+#: Output lines after which verl's run cannot succeed but verl itself does not stop: a vLLM engine or worker
+#: process died or raised (``EngineDeadError``, vLLM's "EngineCore encountered a fatal error", a failed weight
+#: load inside vLLM as in docs/vllm_cpu.md, blocker 4), or a Ray actor of the run died.
+FATAL_ROLLOUT_PATTERNS: tuple[str, ...] = (
+    r"EngineDeadError",
+    r"EngineCore encountered a fatal error",
+    r"Engine core initialization failed",
+    r"WorkerProc hit an exception",
+    r"WorkerProc failed to start",
+    r"AttributeError: .*has no attribute 'weight_loader'",
+    r"ActorDiedError",
+    r"The actor died unexpectedly",
+)
+#: Default seconds a run may go on after a fatal line before it is stopped (verl's own error path, when it has
+#: one, exits well within this).
+DEFAULT_FATAL_GRACE_S = 30.0
+#: Output lines kept after the first fatal line (the traceback that explains it).
+FATAL_CONTEXT_LINES = 60
+#: Seconds between two scans of the run's processes for shared-memory segments.
+SHM_SCAN_INTERVAL_S = 2.0
+#: Directory of POSIX shared-memory segments.
+SHM_DIR = Path("/dev/shm")
 
 
 @dataclass
@@ -77,6 +111,8 @@ class VerlRun:
             written as null by verl's logger and are kept as None.
         leftover_pids: processes of the run's session still alive after cleanup (expected empty).
         session_id: the run's session id (the pid of the child it started).
+        fatal_error: the first output line matching FATAL_ROLLOUT_PATTERNS and the lines after it ("" if none).
+        removed_shm: /dev/shm segments of this run that were still present after it and were removed.
     """
 
     command: list[str]
@@ -88,6 +124,8 @@ class VerlRun:
     records: list[dict[str, Any]] = field(default_factory=list)
     leftover_pids: list[int] = field(default_factory=list)
     session_id: int = -1
+    fatal_error: str = ""
+    removed_shm: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -118,6 +156,11 @@ class VerlRun:
         """Raise RuntimeError with the end of the log unless the run exited 0 within its timeout."""
         if not self.ok:
             reason = "timed out" if self.timed_out else f"exited with {self.returncode}"
+            if self.fatal_error:
+                raise RuntimeError(
+                    f"verl run stopped after {self.wall_s:.0f} s: a rollout server failed (log: {self.log_path})\n"
+                    f"{self.fatal_error}"
+                )
             raise RuntimeError(f"verl run {reason} after {self.wall_s:.0f} s (log: {self.log_path})\n{self.log_tail()}")
 
 
@@ -185,10 +228,80 @@ def _wait_for_session_to_empty(session_id: int, seconds: float) -> None:
         time.sleep(0.2)
 
 
-def _build_env(use_cpu_backend: bool, env: dict[str, str] | None, metrics_path: Path) -> dict[str, str]:
+def session_shm_segments(session_id: int) -> set[str]:
+    """Names of /dev/shm entries that live processes of the session map or hold open."""
+    found: set[str] = set()
+    prefix = str(SHM_DIR) + "/"
+    for pid in session_pids(session_id):
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                for line in maps:
+                    idx = line.find(prefix)
+                    if idx >= 0:
+                        found.add(line[idx + len(prefix) :].split()[0])
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if target.startswith(prefix):
+                    found.add(target[len(prefix) :].split()[0])
+        except (OSError, ValueError):
+            continue
+    return {name for name in found if name and "/" not in name}
+
+
+def remove_shm_segments(names: set[str], keep: set[str] = frozenset()) -> list[str]:
+    """Unlink the named /dev/shm entries that still exist, except those in ``keep`` (present before the run
+    started, so not the run's own); returns those removed."""
+    removed = []
+    for name in sorted(names - set(keep)):
+        try:
+            (SHM_DIR / name).unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            sys.stderr.write(f"[launcher] could not remove /dev/shm/{name}: {exc}\n")
+    return removed
+
+
+def _shm_listing() -> set[str]:
+    try:
+        return {entry.name for entry in os.scandir(SHM_DIR)}
+    except OSError:
+        return set()
+
+
+class _FatalWatch:
+    """Matches output lines against FATAL_ROLLOUT_PATTERNS; keeps the first match and the lines after it."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.regex = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+        self.lines: list[str] = []
+        self.seen_at: float | None = None
+
+    def feed(self, line: str) -> None:
+        if self.regex is None:
+            return
+        if self.seen_at is None:
+            if self.regex.search(line):
+                self.seen_at = time.monotonic()
+                self.lines.append(line.rstrip("\n"))
+        elif len(self.lines) < FATAL_CONTEXT_LINES:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _build_env(
+    use_cpu_backend: bool, env: dict[str, str] | None, metrics_path: Path, shape: CpuRunShape | None = None
+) -> dict[str, str]:
     merged = dict(os.environ)
     if use_cpu_backend:
-        merged.update(cpu_env())
+        merged.update(cpu_env(shape))
     merged.update(env or {})
     merged["VERL_FILE_LOGGER_PATH"] = str(metrics_path)
     root = str(repo_root())
@@ -210,6 +323,8 @@ def run_verl(
     echo: bool = False,
     cwd: str | os.PathLike | None = None,
     on_line: Callable[[float, str], None] | None = None,
+    fatal_patterns: Sequence[str] = FATAL_ROLLOUT_PATTERNS,
+    fatal_grace_s: float = DEFAULT_FATAL_GRACE_S,
 ) -> VerlRun:
     """Run ``python -m entry_module <CPU overrides> trainer.logger=[console,file] <overrides>`` (module docstring).
 
@@ -226,6 +341,9 @@ def run_verl(
         cwd: working directory of the run (default: the current one).
         on_line: called with (seconds since start, decoded line) for every output line as it arrives (the
             benchmark times start-up milestones with it); if it raises, it is reported and not called again.
+        fatal_patterns: regexes of output lines after which the run cannot succeed (module docstring); ``()``
+            turns the watch off.
+        fatal_grace_s: seconds the run may go on after a fatal line before it is stopped.
     """
     metrics_path = Path(metrics_path).resolve()
     log_path = Path(log_path).resolve() if log_path else metrics_path.with_name(metrics_path.name + ".log")
@@ -234,41 +352,68 @@ def run_verl(
     if metrics_path.exists():
         metrics_path.unlink()  # a stale file would pass for this run's metrics if verl fails before logging
     cpu_part = cpu_overrides(shape) if use_cpu_backend else []
+    shm_before = _shm_listing()
     command = [sys.executable, "-m", entry_module, *cpu_part, LOGGER_OVERRIDE, *overrides]
     started = time.monotonic()
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             command,
             cwd=cwd,
-            env=_build_env(use_cpu_backend, env, metrics_path),
+            env=_build_env(use_cpu_backend, env, metrics_path, shape),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own session: the cleanup below finds every process Ray starts for it
         )
         session_id = proc.pid
+        watch = _FatalWatch(fatal_patterns)
         copier = threading.Thread(
-            target=_copy_output, args=(proc.stdout, log_file, echo, on_line, started), daemon=True
+            target=_copy_output, args=(proc.stdout, log_file, echo, on_line, started, watch), daemon=True
         )
         copier.start()
-        timed_out = False
+        timed_out = stopped = False
+        shm_seen: set[str] = set()
+        next_scan = 0.0
         try:
-            returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            returncode = TIMEOUT_RETURNCODE
+            while True:
+                now = time.monotonic()
+                if now >= next_scan:
+                    shm_seen |= session_shm_segments(session_id)
+                    next_scan = now + SHM_SCAN_INTERVAL_S
+                try:
+                    returncode = proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if now - started > timeout_s:
+                    timed_out, returncode = True, TIMEOUT_RETURNCODE
+                    break
+                if watch.seen_at is not None and now - watch.seen_at > fatal_grace_s:
+                    stopped, returncode = True, ROLLOUT_FAILED_RETURNCODE
+                    break
         except BaseException:  # KeyboardInterrupt included: never leave the run behind
             terminate_session(session_id)
+            remove_shm_segments(shm_seen, keep=shm_before)
             raise
         wall_s = time.monotonic() - started
-        if not timed_out:
+        if not (timed_out or stopped):
             _wait_for_session_to_empty(session_id, SETTLE_AFTER_EXIT_S)
+        shm_seen |= session_shm_segments(session_id)
         leftover = terminate_session(session_id)
-        if timed_out:
+        if timed_out or stopped:
             proc.wait(timeout=TERMINATE_GRACE_S)
         copier.join(timeout=5.0)
+        removed_shm = remove_shm_segments(shm_seen, keep=shm_before)
         if timed_out:
             log_file.write(f"\n[launcher] timeout after {timeout_s:.0f} s: terminated the run\n".encode())
+        if stopped:
+            log_file.write(
+                f"\n[launcher] fatal rollout-server error, run still alive {fatal_grace_s:.0f} s later: "
+                f"terminated it\n".encode()
+            )
+        if removed_shm:
+            log_file.write(f"[launcher] removed shared memory left by the run: {removed_shm}\n".encode())
     return VerlRun(
         command=command,
         returncode=returncode,
@@ -279,13 +424,16 @@ def run_verl(
         records=read_metrics(metrics_path),
         leftover_pids=leftover,
         session_id=session_id,
+        fatal_error=watch.text,
+        removed_shm=removed_shm,
     )
 
 
-def _copy_output(stream, log_file, echo: bool, on_line, started: float) -> None:
+def _copy_output(stream, log_file, echo: bool, on_line, started: float, watch: _FatalWatch) -> None:
     for line in iter(stream.readline, b""):
         log_file.write(line)
         log_file.flush()
+        watch.feed(line.decode(errors="replace"))
         if echo:
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
@@ -330,6 +478,8 @@ def format_summary(run: VerlRun, keys: Sequence[str] = SUMMARY_KEYS) -> str:
             lines.append(f"  {key:<40} {shown}")
     if run.leftover_pids:
         lines.append(f"WARNING: processes of the run still alive after cleanup: {run.leftover_pids}")
+    if run.fatal_error:
+        lines.append(f"rollout server failed:\n{run.fatal_error}")
     return "\n".join(lines)
 
 
@@ -344,11 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entry", default="verl.trainer.main_ppo", help="module run with python -m")
     parser.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit in seconds (default 600)")
     parser.add_argument("--n-procs", type=int, default=1, help="training processes (FSDP ranks), default 1")
+    parser.add_argument("--rollout", default="hf", choices=("hf", "vllm"), help="rollout backend (default hf)")
     parser.add_argument("--quiet", action="store_true", help="do not copy the run's output to the console")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the entry point")
     args = parser.parse_args(argv)
     try:
-        shape = CpuRunShape(n_procs=args.n_procs)
+        shape = CpuRunShape(n_procs=args.n_procs, rollout=args.rollout)
     except ValueError as exc:
         parser.error(str(exc))
     run = run_verl(

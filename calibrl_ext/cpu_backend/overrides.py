@@ -27,6 +27,19 @@ from pathlib import Path
 
 #: Rollout backend name registered by :mod:`calibrl_ext.cpu_backend.register`.
 ROLLOUT_NAME = "hf"
+#: verl's own vLLM rollout (needs the vLLM-on-CPU environment .venv-vllm/, see docs/vllm_cpu.md).
+VLLM_ROLLOUT_NAME = "vllm"
+#: Rollout backends a CPU run can use (:attr:`CpuRunShape.rollout`).
+ROLLOUTS: tuple[str, ...] = (ROLLOUT_NAME, VLLM_ROLLOUT_NAME)
+#: GiB of host memory each vLLM engine reserves for its KV cache (``VLLM_CPU_KVCACHE_SPACE``; vLLM's default 4
+#: GiB per engine would take a third of a 24 GiB host with 2 training processes). 1 GiB holds ~10^5 tokens of
+#: the tiny models.
+VLLM_CPU_KVCACHE_SPACE_GIB = 1
+#: verl's weight-push bucket (``checkpoint_engine.update_weights_bucket_megabytes``): a shared-memory segment
+#: of this size per push on CPU; verl's default 2048 MB would be a 2 GiB /dev/shm segment per replica.
+VLLM_UPDATE_WEIGHTS_BUCKET_MB = 64
+#: vLLM's scheduler token budget per step (verl's default 8192 sizes buffers for GPU batches).
+VLLM_MAX_NUM_BATCHED_TOKENS = 1024
 #: Plugin module every verl process must import (also loaded by the ``verl.plugins`` entry point once the
 #: package is pip-installed; importing it twice is harmless, and this way an import error is loud).
 PLUGIN_MODULE = "calibrl_ext.plugin"
@@ -52,11 +65,15 @@ class CpuRunShape:
         ray_num_cpus: logical CPU slots for Ray (see DEFAULT_RAY_NUM_CPUS).
         poll_interval_s: seconds between two replay-buffer polls of TransferQueue while a batch is generated
             (verl's built-in buffer sleeps a fixed 2 s).
+        rollout: ``"hf"`` (calibrl's HF-generate server, runs in the main .venv) or ``"vllm"`` (verl's real
+            vLLM server replicas; the process must run in .venv-vllm/, built by
+            ``scripts/bootstrap_vllm_venv.sh``).
     """
 
     n_procs: int = 1
     ray_num_cpus: int = DEFAULT_RAY_NUM_CPUS
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    rollout: str = ROLLOUT_NAME
 
     def __post_init__(self) -> None:
         if self.n_procs < 1:
@@ -68,11 +85,14 @@ class CpuRunShape:
             )
         if self.poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
+        if self.rollout not in ROLLOUTS:
+            raise ValueError(f"rollout={self.rollout!r} is not a CPU rollout backend; choose one of {ROLLOUTS}")
 
 
-def cpu_env() -> dict[str, str]:
+def cpu_env(shape: CpuRunShape | None = None) -> dict[str, str]:
     """Environment variables of a CPU run (merge over ``os.environ``; values are strings)."""
-    return {
+    shape = shape or CpuRunShape()
+    env = {
         # Select calibrl's CPU platform; verl never auto-detects it.
         "VERL_PLATFORM": "cpu",
         # verl's FSDP engine is registered for device "cuda"; this documented switch of EngineRegistry picks it
@@ -91,6 +111,35 @@ def cpu_env() -> dict[str, str]:
         # Ray's usage-stats prompt/upload is network access.
         "RAY_USAGE_STATS_ENABLED": "0",
     }
+    if shape.rollout == VLLM_ROLLOUT_NAME:
+        env.update(vllm_cpu_env())
+    return env
+
+
+def vllm_cpu_env() -> dict[str, str]:
+    """Environment variables that verl's vLLM rollout needs on the CPU backend (part of :func:`cpu_env`)."""
+    return {
+        # KV cache of each vLLM engine, in GiB of host memory (see VLLM_CPU_KVCACHE_SPACE_GIB).
+        "VLLM_CPU_KVCACHE_SPACE": str(VLLM_CPU_KVCACHE_SPACE_GIB),
+        # vLLM's usage-stats reporting is network access.
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def vllm_rollout_overrides() -> list[str]:
+    """Hydra overrides that switch a CPU run to verl's vLLM rollout (part of :func:`cpu_overrides`)."""
+    return [
+        f"actor_rollout_ref.rollout.name={VLLM_ROLLOUT_NAME}",
+        # vLLM's sleep mode (verl's default True) is CUDA-only: "Sleep mode is not supported on current platform"
+        "++actor_rollout_ref.rollout.enable_sleep_mode=False",
+        # no CUDA graphs on CPU (and no torch.compile of the model: the first step would compile C++ for minutes)
+        "actor_rollout_ref.rollout.enforce_eager=True",
+        # fp32 like the FSDP actor, so rollout and training log-probs agree to ~1e-6 (bf16 would hide a stale push)
+        "actor_rollout_ref.rollout.dtype=float32",
+        f"actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes={VLLM_UPDATE_WEIGHTS_BUCKET_MB}",
+        f"actor_rollout_ref.rollout.max_num_batched_tokens={VLLM_MAX_NUM_BATCHED_TOKENS}",
+    ]
 
 
 def cpu_overrides(shape: CpuRunShape | None = None) -> list[str]:
@@ -120,8 +169,9 @@ def cpu_overrides(shape: CpuRunShape | None = None) -> list[str]:
         "actor_rollout_ref.actor.fsdp_config.use_torch_compile=False",
         "actor_rollout_ref.ref.fsdp_config.use_torch_compile=False",
         "actor_rollout_ref.model.use_remove_padding=False",
-        # --- rollout: calibrl's HF-generate server, one per training process, fp32 log-probs returned
-        f"actor_rollout_ref.rollout.name={ROLLOUT_NAME}",
+        # --- rollout: calibrl's HF-generate server (or verl's vLLM server with shape.rollout="vllm"), one per
+        # training process, fp32 log-probs returned
+        *([f"actor_rollout_ref.rollout.name={ROLLOUT_NAME}"] if shape.rollout == ROLLOUT_NAME else vllm_rollout_overrides()),
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         "actor_rollout_ref.rollout.calculate_log_probs=True",
         "actor_rollout_ref.rollout.checkpoint_engine.backend=naive",
@@ -154,13 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--poll-interval-s", type=float, default=DEFAULT_POLL_INTERVAL_S, help="replay-buffer poll interval"
     )
+    parser.add_argument("--rollout", default=ROLLOUT_NAME, choices=ROLLOUTS, help="rollout backend, default hf")
     args = parser.parse_args(argv)
     try:
-        shape = CpuRunShape(args.n_procs, args.ray_num_cpus, args.poll_interval_s)
+        shape = CpuRunShape(args.n_procs, args.ray_num_cpus, args.poll_interval_s, args.rollout)
     except ValueError as exc:
         parser.error(str(exc))
     if args.env:
-        env = cpu_env()
+        env = cpu_env(shape)
         for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")
         # Ray workers import calibrl_ext from here when the package is not pip-installed.
