@@ -8,9 +8,23 @@
 #   bash examples/run_cpu_demo.sh                              # defaults
 #   bash examples/run_cpu_demo.sh --steps 5 --out outputs/x    # options: --help
 #   bash examples/run_cpu_demo.sh -- calibrl.mode=luffy        # extra Hydra overrides for the recipe
+#   ROLLOUT=vllm bash examples/run_cpu_demo.sh                 # rollouts through verl's vLLM server on CPU
+#                                                              # (needs .venv-vllm: scripts/bootstrap_vllm_venv.sh;
+#                                                              # `ROLLOUT=vllm make demo` builds it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROLLOUT="${ROLLOUT:-hf}"
+case "$ROLLOUT" in
+  hf) VENV_PY=.venv/bin/python ;;
+  vllm)
+    VENV_PY=.venv-vllm/bin/python
+    if [ -z "${PYTHON:-}" ] && [ ! -x "$VENV_PY" ]; then
+      echo "run_cpu_demo: ROLLOUT=vllm needs .venv-vllm/: run 'bash scripts/bootstrap_vllm_venv.sh' (or ROLLOUT=vllm make demo)" >&2
+      exit 1
+    fi ;;
+  *) echo "run_cpu_demo: ROLLOUT must be hf or vllm, got '$ROLLOUT'" >&2; exit 2 ;;
+esac
 if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+  if [ -x "$VENV_PY" ]; then PYTHON=$VENV_PY; else PYTHON=python; fi
 fi
-exec "$PYTHON" -m recipe.calibrl.cpu_demo "$@"
+exec "$PYTHON" -m recipe.calibrl.cpu_demo --rollout "$ROLLOUT" "$@"

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from calibrl_ext.cpu_backend.launcher import VerlRun, is_finite_number, run_verl
+from calibrl_ext.cpu_backend.overrides import ROLLOUTS, VLLM_ROLLOUT_NAME, CpuRunShape
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,11 +65,12 @@ def build_demo_data(data_dir: Path) -> None:
     )
 
 
-def prepare_model(data_dir: Path, warm_start: bool) -> Path:
-    """The tiny Qwen2.5-VL, warm-started on the demo's expert solutions when ``warm_start`` is set."""
+def prepare_model(data_dir: Path, warm_start: bool, variant: str = "default") -> Path:
+    """The tiny Qwen2.5-VL (``variant="vllm"``: head sizes vLLM's CPU attention accepts), warm-started on the
+    demo's expert solutions when ``warm_start`` is set."""
     from calibrl_ext.tiny_models import cached_tiny_model
 
-    model = cached_tiny_model("qwen2_5_vl")
+    model = cached_tiny_model("qwen2_5_vl", variant=variant)
     if not warm_start:
         return model
     from calibrl_ext.warm_start import warm_start as run_warm_start
@@ -102,13 +104,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="training steps; validation runs after the last")
     parser.add_argument("--timeout", type=float, default=900.0, help="wall-clock limit of the verl run, seconds")
     parser.add_argument("--no-warm-start", action="store_true", help="train the random tiny model as is")
+    parser.add_argument(
+        "--rollout",
+        default="hf",
+        choices=ROLLOUTS,
+        help="rollout backend: hf (default) or vllm (verl's vLLM server; run with .venv-vllm/bin/python, which "
+        "`ROLLOUT=vllm make demo` does)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the recipe (they win)")
     args = parser.parse_args(argv)
 
+    if args.rollout == VLLM_ROLLOUT_NAME:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            parser.error(
+                "--rollout vllm needs the vLLM-on-CPU environment: run `ROLLOUT=vllm make demo`, or build it with "
+                "`bash scripts/bootstrap_vllm_venv.sh` and use .venv-vllm/bin/python"
+            )
     out, data_dir = Path(args.out).resolve(), Path(args.data_dir).resolve()
     build_demo_data(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # warm-start progress on stderr
-    model = prepare_model(data_dir, warm_start=not args.no_warm_start)
+    variant = "vllm" if args.rollout == VLLM_ROLLOUT_NAME else "default"
+    model = prepare_model(data_dir, warm_start=not args.no_warm_start, variant=variant)
     overrides = [
         f"data.train_files={data_dir / 'train.parquet'}",
         f"data.val_files={data_dir / 'val.parquet'}",
@@ -119,13 +137,17 @@ def main(argv: list[str] | None = None) -> int:
         *DEMO_OVERRIDES,
         *args.overrides,
     ]
-    print(f"cpu_demo: CalibRL on CPU, {args.steps} steps, model {model}, data {data_dir}", flush=True)
+    print(
+        f"cpu_demo: CalibRL on CPU, {args.steps} steps, rollout {args.rollout}, model {model}, data {data_dir}",
+        flush=True,
+    )
     run = run_verl(
         overrides,
         metrics_path=out / "metrics.jsonl",
         entry_module="recipe.calibrl.main_calibrl",
         timeout_s=args.timeout,
         cwd=REPO_ROOT,
+        shape=CpuRunShape(rollout=args.rollout),
     )
     print(format_demo_summary(run))
     print(f"metrics: {run.metrics_path}\nlog: {run.log_path}")

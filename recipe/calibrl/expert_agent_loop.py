@@ -54,25 +54,69 @@ def expert_token_ids(tokenizer, solution: str, response_length: int) -> tuple[li
     return ids[:response_length], truncated
 
 
+#: ``extra_fields`` that verl 0.9.1's vLLM server (``vLLMHttpServer.generate``) adds to every finished request,
+#: with the value the expert row gets: no server call was made, so no prefix-cache hit.
+VLLM_SERVER_EXTRA_FIELDS: dict[str, Any] = {"num_cached_tokens": 0}
+#: ... and those it adds when MTP speculative decoding is on for the rollout (``rollout.mtp.enable`` and
+#: ``rollout.mtp.enable_rollout``): the expert row drafted and verified nothing.
+VLLM_SPEC_DECODE_EXTRA_FIELDS: dict[str, Any] = {
+    "spec_num_draft_tokens": 0,
+    "spec_num_accepted_tokens": 0,
+    "spec_num_verify_steps": 0,
+}
+
+
+def server_extra_fields(rollout_config, weights_version: int) -> dict[str, Any]:
+    """The ``extra_fields`` a rollout row of this run carries from its server, with the expert row's values.
+
+    Every server (calibrl's ``hf``, verl's ``vllm``) returns ``global_steps`` and verl's server manager adds
+    ``min_global_steps``/``max_global_steps``; verl's vLLM server adds ``num_cached_tokens`` and, with MTP on
+    for the rollout, the ``spec_*`` counters. All rows of a group must have the same keys: TransferQueue stores
+    each row's ``extra_fields`` and a key missing on one row breaks or silently drops the field for the batch.
+    """
+    fields: dict[str, Any] = {
+        "global_steps": weights_version,
+        "min_global_steps": weights_version,
+        "max_global_steps": weights_version,
+    }
+    if _config_get(rollout_config, "name") == "vllm":
+        fields.update(VLLM_SERVER_EXTRA_FIELDS)
+        mtp = _config_get(rollout_config, "mtp")
+        if mtp is not None and _config_get(mtp, "enable") and _config_get(mtp, "enable_rollout"):
+            fields.update(VLLM_SPEC_DECODE_EXTRA_FIELDS)
+    return fields
+
+
+def _config_get(config, key: str):
+    """``config[key]`` for a DictConfig, a dict or a dataclass (verl passes either), None if absent."""
+    if config is None:
+        return None
+    if isinstance(config, dict) or hasattr(config, "get"):
+        try:
+            return config.get(key)
+        except Exception:  # a dataclass whose .get is not a mapping get
+            pass
+    return getattr(config, key, None)
+
+
 class _ExpertTokens:
     """Stands in for the LLM client for the expert session: "generates" the expert's tokens without a server.
 
-    Returns the same ``TokenOutput`` fields as a server would (zero log-probs when log-probs are requested, and the
-    weight-version fields the trainer turns into TransferQueue tags), so the expert row has exactly the field set of
-    the rollouts (a field missing on one row silently vanishes for the whole batch in TransferQueue).
+    Returns the same ``TokenOutput`` fields as the run's server would (zero log-probs when log-probs are
+    requested, and :func:`server_extra_fields`: the weight-version fields the trainer turns into TransferQueue
+    tags plus the backend's own keys), so the expert row has exactly the field set of the rollouts.
     """
 
-    def __init__(self, token_ids: list[int], weights_version: int):
+    def __init__(self, token_ids: list[int], extra_fields: dict[str, Any]):
         self.token_ids = token_ids
-        self.weights_version = weights_version
+        self.extra_fields = extra_fields
 
     async def generate(self, request_id: str, *, prompt_ids, sampling_params: dict[str, Any], **kwargs) -> TokenOutput:
-        version = self.weights_version
         return TokenOutput(
             token_ids=list(self.token_ids),
             log_probs=[0.0] * len(self.token_ids) if sampling_params.get("logprobs") else None,
             stop_reason="completed",
-            extra_fields={"global_steps": version, "min_global_steps": version, "max_global_steps": version},
+            extra_fields=dict(self.extra_fields),
         )
 
 
@@ -96,7 +140,8 @@ class CalibRLExpertAgentLoop(SingleTurnAgentLoop):
         token_ids, truncated = expert_token_ids(self.tokenizer, kwargs.get(column), self.response_length)
         # In the sync trainer the server generating step s holds the weights pushed after step s - 1.
         weights_version = max(int(kwargs["global_steps"]) - 1, 0)
-        self.server_manager = _ExpertTokens(token_ids, weights_version)  # this loop instance serves one session
+        extra_fields = server_extra_fields(self.rollout_config, weights_version)
+        self.server_manager = _ExpertTokens(token_ids, extra_fields)  # this loop instance serves one session
         output = await super().run(sampling_params, **kwargs)
         output.extra_fields.update({EXPERT_FLAG: True, TRUNCATED_FLAG: truncated})
         return output

@@ -116,3 +116,27 @@ def test_vllm_rollout_switch_adds_the_vllm_overrides_and_env():
     assert "VLLM_CPU_KVCACHE_SPACE" not in cpu_env()
     with pytest.raises(ValueError, match="rollout"):
         CpuRunShape(rollout="sglang")
+
+
+def test_expert_rows_carry_every_extra_field_the_vllm_server_sets():
+    """The expert row mirrors verl's real vLLM server: every ``extra_fields["..."]`` key that
+    ``vLLMHttpServer.generate`` writes (read from the installed verl, so a new key fails here) is in the expert
+    row's fields for a vLLM rollout with MTP on, except ``kv_transfer_params`` (prefill/decode disaggregation
+    only, which calibrl does not use); with MTP off the spec-decoding keys are absent, as on the server."""
+    import inspect
+    import re
+
+    from omegaconf import OmegaConf
+    from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer
+
+    from recipe.calibrl.expert_agent_loop import server_extra_fields
+
+    server_keys = set(re.findall(r'extra_fields\["(\w+)"\]\s*=', inspect.getsource(vLLMHttpServer.generate)))
+    assert {"num_cached_tokens", "spec_num_draft_tokens"} <= server_keys  # the parse found the server's keys
+    with_mtp = OmegaConf.create({"name": "vllm", "mtp": {"enable": True, "enable_rollout": True}})
+    expert = server_extra_fields(with_mtp, 2)
+    assert server_keys - {"kv_transfer_params"} <= set(expert)
+    assert {"global_steps", "min_global_steps", "max_global_steps"} <= set(expert)
+    plain = server_extra_fields(OmegaConf.create({"name": "vllm", "mtp": {"enable": False}}), 2)
+    assert "num_cached_tokens" in plain and not any(k.startswith("spec_") for k in plain)
+    assert "num_cached_tokens" not in server_extra_fields(OmegaConf.create({"name": "hf"}), 2)
