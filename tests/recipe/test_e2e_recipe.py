@@ -241,8 +241,8 @@ def test_luffy_trains_the_expert_rows(luffy_run):
 
 def test_luffy_step_metrics_are_on_policy_and_count_the_whole_step(luffy_run):
     """verl's critic/score/* is the mean over the on-policy rows of the step's rollout dump (expert rows under
-    calibrl/expert_*); rollout correction sees no expert row (its zero rollout log-probs would give rollout_corr/kl
-    ~1); the prompt counts cover all parts of the step (not only the first)."""
+    calibrl/expert_*); rollout correction sees no expert row (its zero rollout log-probs would dominate
+    rollout_corr/kl); the prompt counts cover all parts of the step (not only the first)."""
     import json
 
     run, out = luffy_run[3], luffy_run[4]
@@ -257,7 +257,9 @@ def test_luffy_step_metrics_are_on_policy_and_count_the_whole_step(luffy_run):
     assert len(on_policy) == PROMPTS_PER_STEP * N_ROLLOUTS and len(expert) == PROMPTS_PER_STEP
     assert m["critic/score/mean"] == pytest.approx(sum(on_policy) / len(on_policy), abs=1e-6)
     assert m["calibrl/expert_critic/score/mean"] == pytest.approx(1.0)
-    assert m["rollout_corr/kl"] < 1e-3
+    # parts 2 and 3 run after part 1's update (the step's prompts were generated before it), so the on-policy kl is
+    # small but not ~0; one expert row (zero rollout log-probs vs log pi_old of ~ -10 per token) would add ~3.
+    assert m["rollout_corr/kl"] < 0.1
     assert m["calibrl/groups_with_expert_solution"] == PROMPTS_PER_STEP and m["calibrl/expert_kept_rate"] == 1.0
 
 
