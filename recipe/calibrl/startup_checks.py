@@ -156,7 +156,8 @@ def micro_batch_row_counts(config, settings: CalibRLRecipeSettings) -> list[tupl
         ``(pass name, rows per rank, micro-batch key, its dynamic-batch key, how the rows arise)`` for every pass
         that runs with a fixed micro-batch size.
     """
-    ref_cfg, rollout, actor = config.actor_rollout_ref.ref, config.actor_rollout_ref.rollout, config.actor_rollout_ref.actor
+    ref_cfg, rollout = config.actor_rollout_ref.ref, config.actor_rollout_ref.rollout
+    actor = config.actor_rollout_ref.actor
     n = int(rollout.n)
     mini = int(actor.ppo_mini_batch_size)
     world = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)

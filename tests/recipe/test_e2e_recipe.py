@@ -187,7 +187,8 @@ LUFFY_SYNC_PARTS = 3
 
 def _start_up_error(overrides: list[str]) -> Exception | None:
     """The error the entry point's start-up checks raise for these overrides (composed by hydra with the recipe's
-    yaml and the CPU backend's overrides, as ``run_verl`` and ``main_calibrl`` compose them; in-process: no Ray, no 10-50 s interpreter start-up), or None."""
+    yaml and the CPU backend's overrides, as ``run_verl`` and ``main_calibrl`` compose them; in-process: no Ray,
+    no 10-50 s interpreter start-up), or None."""
     from hydra import compose, initialize_config_dir
 
     import calibrl_ext.plugin  # noqa: F401

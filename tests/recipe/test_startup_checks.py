@@ -86,8 +86,8 @@ RELEASED_SHAPES = ("data.train_batch_size=120", "actor_rollout_ref.actor.ppo_min
 def test_released_expert_training_shapes_are_refused_before_the_first_update(compose_recipe, mode):
     """luffy / rlplus update (n + 1)-row groups: 120 * 11 / 8 = 165 rows per rank, not a multiple of 6. verl's
     prepare_micro_batches would assert after a whole rollout; start-up refuses it with the key and a divisor."""
-    with pytest.raises(CalibRLConfigError, match=r"ppo_micro_batch_size_per_gpu=6: in calibrl\.mode=.*165 rows.*"
-                                                 r"ppo_micro_batch_size_per_gpu=5 \(a divisor of 165\).*use_dynamic_bsz"):  # fmt: skip
+    pattern = r"ppo_micro_batch_size_per_gpu=6: in calibrl\.mode=.*165 rows.*=5 \(a divisor of 165\).*use_dynamic_bsz"
+    with pytest.raises(CalibRLConfigError, match=pattern):
         validate_startup(compose_recipe(f"calibrl.mode={mode}", *RELEASED_SHAPES))
 
 
