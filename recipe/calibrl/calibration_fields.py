@@ -126,10 +126,71 @@ def calibration_metrics(
             "calibrl/expert_pass_rate": float(fields.passed[is_expert].float().mean()) if expert_rows else 0.0,
             "calibrl/expert_truncated_frac": float(expert_truncated[is_expert].float().mean()) if expert_rows else 0.0,
             "calibrl/expert_rows": float(expert_rows),
-            "calibrl/expert_kept_rate": groups_offered_expert / groups_with_solution if groups_with_solution else 0.0,
-            "calibrl/groups_with_expert_solution": float(groups_with_solution),
+            **prompt_count_metrics(groups_offered_expert, groups_with_solution),
             "calibrl/groups_without_expert": float(prompt_groups - expert_rows),
             "calibrl/calibrated_token_frac": float(calibrated.sum()) / max(int(on_tokens.sum()), 1),
         }
     )
     return metrics
+
+
+def prompt_count_metrics(offered: int, with_solution: int) -> dict[str, float]:
+    """Prompt counts of a whole training step (all ``parameter_sync_step`` parts of it).
+
+    Args:
+        offered: prompts that got an expert row (after warm-up and keep probability).
+        with_solution: prompts whose dataset row has an expert solution.
+    """
+    return {
+        "calibrl/expert_kept_rate": offered / with_solution if with_solution else 0.0,
+        "calibrl/groups_with_expert_solution": float(with_solution),
+    }
+
+
+#: verl data metrics (``compute_data_metrics``) that are per-row statistics and get an expert-row version.
+EXPERT_ROW_METRIC_PREFIXES = ("critic/", "response_length", "response/")
+
+
+def expert_row_metrics(expert_only_metrics: dict) -> dict[str, float]:
+    """verl's per-row data metrics computed over the expert rows only, renamed ``calibrl/expert_<verl name>``
+    (e.g. ``calibrl/expert_critic/score/mean``) so ``critic/*`` and ``response_length/*`` stay on-policy."""
+    return {
+        f"calibrl/expert_{key}": value
+        for key, value in expert_only_metrics.items()
+        if key.startswith(EXPERT_ROW_METRIC_PREFIXES)
+    }
+
+
+def on_policy_rollout_corr_metrics(
+    old_log_probs: torch.Tensor,
+    rollout_log_probs: torch.Tensor,
+    response_mask: torch.Tensor,
+    on_policy: torch.Tensor,
+    rollout_corr_config,
+) -> dict[str, float]:
+    """verl's ``rollout_corr/*`` metrics over the on-policy rows only (expert rows were not sampled by the rollout).
+
+    Args:
+        old_log_probs, rollout_log_probs, response_mask: ``[N, T]``.
+        on_policy: ``[N]`` bool, sampled rows (not expert, not padding).
+        rollout_corr_config: ``algorithm.rollout_correction``.
+
+    Returns:
+        The metrics verl's ``compute_rollout_correction_and_rejection_mask`` reports for these rows ({} if none).
+    """
+    from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_rejection_mask
+
+    rows = on_policy.bool().nonzero().squeeze(-1)
+    if rows.numel() == 0:
+        return {}
+    _, _, metrics = compute_rollout_correction_and_rejection_mask(
+        old_log_prob=old_log_probs[rows],
+        rollout_log_prob=rollout_log_probs[rows],
+        response_mask=response_mask[rows],
+        rollout_is=rollout_corr_config.get("rollout_is", None),
+        rollout_is_threshold=rollout_corr_config.get("rollout_is_threshold", 2.0),
+        rollout_is_batch_normalize=rollout_corr_config.get("rollout_is_batch_normalize", False),
+        rollout_rs=rollout_corr_config.get("rollout_rs", None),
+        rollout_rs_threshold=rollout_corr_config.get("rollout_rs_threshold", None),
+    )
+    return {key: float(value) for key, value in metrics.items()}

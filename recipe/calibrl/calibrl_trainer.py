@@ -47,7 +47,13 @@ from verl.utils.debug.metrics import calculate_debug_metrics
 from calibrl_ext import verl_losses
 from calibrl_ext.config import calibrl_settings
 from calibrl_ext.verl_advantage import expert_rows
-from recipe.calibrl.calibration_fields import calibration_metrics, compute_calibration_fields
+from recipe.calibrl.calibration_fields import (
+    calibration_metrics,
+    compute_calibration_fields,
+    expert_row_metrics,
+    on_policy_rollout_corr_metrics,
+    prompt_count_metrics,
+)
 from recipe.calibrl.expert_agent_loop import AGENT_NAME, EXPERT_FLAG, TRUNCATED_FLAG
 from recipe.calibrl.schedule import ExpertSchedule, experts_outside_pass_rate_window
 from recipe.calibrl.settings import TRAINER_MODE
@@ -77,6 +83,17 @@ def _nested_rows(padded: torch.Tensor, lengths: list[int], rows: list[int]) -> t
     return torch.nested.as_nested_tensor([padded[i, : lengths[i]] for i in rows], layout=torch.jagged)
 
 
+def _tag_as_padding(batch: KVBatchMeta, keys: set[str]) -> KVBatchMeta:
+    """The same rows with ``keys`` tagged as padding: verl's ``_compute_metrics`` leaves padding out of its
+    per-row data metrics (its throughput and timing metrics still count every row)."""
+    return KVBatchMeta(
+        partition_id=batch.partition_id,
+        keys=list(batch.keys),
+        tags=[{**tag, "is_padding": True} if key in keys else tag for key, tag in zip(batch.keys, batch.tags)],
+        extra_info=dict(batch.extra_info),
+    )
+
+
 def _concat(first: KVBatchMeta, second: KVBatchMeta) -> KVBatchMeta:
     return KVBatchMeta(
         partition_id=first.partition_id,
@@ -102,6 +119,10 @@ class CalibRLTrainer(PPOTrainerSync):
         self.num_rollouts = int(config.actor_rollout_ref.rollout.n)
         self._layout: tuple[bool, int] | None = None
         self._prompt_counts = {"offered": 0, "with_solution": 0}
+        #: Keys of the expert rows that reached the actor update in this step (luffy / rlplus), for the metrics.
+        self._expert_update_keys: set[str] = set()
+        #: ``rollout_corr/*`` over the on-policy rows of the current ``_step_once`` (luffy / rlplus), or None.
+        self._on_policy_rollout_corr_metrics: dict | None = None
 
     # ------------------------------------------------------------------ set-up
     def on_init_end(self):
@@ -243,10 +264,36 @@ class CalibRLTrainer(PPOTrainerSync):
         return max(worker_group._dispatch_info[role]) + 1
 
     # ------------------------------------------------------------------ one step
+    def step(self, metrics: dict, timing_raw: dict) -> KVBatchMeta:
+        """verl's step (prompts for the whole step are generated first, then ``parameter_sync_step`` x
+        ``_step_once``); the prompt counts cover the whole step, so they are reported once, after verl has averaged
+        the per-``_step_once`` metrics."""
+        self._prompt_counts = {"offered": 0, "with_solution": 0}
+        self._expert_update_keys = set()
+        batch = super().step(metrics, timing_raw)
+        if self.settings.uses_expert_rows:
+            metrics.update(prompt_count_metrics(**self._prompt_counts))
+        return batch
+
+    def _compute_metrics(self, batch: KVBatchMeta, metrics, timing_raw, global_steps, epoch):
+        """verl's data metrics (``critic/*``, ``response_length/*``, ...) over the on-policy rows only; in luffy /
+        rlplus the expert rows' versions of the per-row metrics are logged as ``calibrl/expert_<name>``."""
+        expert_keys = self._expert_update_keys & set(batch.keys)
+        if not expert_keys:
+            return super()._compute_metrics(batch, metrics, timing_raw, global_steps, epoch)
+        on_policy_view = _tag_as_padding(batch, expert_keys)
+        super()._compute_metrics(on_policy_view, metrics, timing_raw, global_steps, epoch)
+        expert_metrics: dict = {}
+        expert_view = _tag_as_padding(batch, set(batch.keys) - expert_keys)
+        super()._compute_metrics(expert_view, expert_metrics, timing_raw, global_steps, epoch)
+        metrics.update(expert_row_metrics(expert_metrics))
+
     def _step_once(self, metrics: dict, timing_raw: dict, sample_batch_size: int) -> KVBatchMeta:
         if not self.settings.uses_expert_rows:
             batch = super()._step_once(metrics, timing_raw, sample_batch_size)
             metrics["calibrl/update_rows"] = float(sum(not tag.get("is_padding", False) for tag in batch.tags))
+            if "actor/entropy" in metrics:  # no expert rows: verl's entropy is already on-policy (kept for plots)
+                metrics["calibrl/entropy_on_policy"] = metrics["actor/entropy"]
             return batch
 
         with marked_timer("gen", timing_raw, color="red"):
@@ -281,8 +328,14 @@ class CalibRLTrainer(PPOTrainerSync):
 
         with marked_timer("adv", timing_raw, color="brown"):
             flags = np.array([key in expert_keys for key in update.keys], dtype=bool)
+            advantage_metrics: dict = {}
             with expert_rows(flags):
-                update = self._compute_advantage(update, metrics=metrics)
+                update = self._compute_advantage(update, metrics=advantage_metrics)
+            if self._on_policy_rollout_corr_metrics is not None:
+                # verl's rollout_corr/* averaged over every update row; the expert rows' neutral rows excluded here
+                advantage_metrics = {k: v for k, v in advantage_metrics.items() if not k.startswith("rollout_corr/")}
+                advantage_metrics.update(self._on_policy_rollout_corr_metrics)
+            metrics.update(advantage_metrics)
 
         if self.config.trainer.critic_warmup <= self.global_steps:
             with marked_timer("update_actor", timing_raw, color="red"):
@@ -327,6 +380,10 @@ class CalibRLTrainer(PPOTrainerSync):
         in_update = torch.tensor([key in update_keys for key in full.keys])
         rows = in_update.nonzero().squeeze(-1).tolist()
         lengths = response_mask_nested.offsets().diff().tolist()
+        self._on_policy_rollout_corr_metrics = None
+        if self.settings.trains_expert_rows:
+            self._expert_update_keys |= {full.keys[i] for i in rows if bool(is_expert[i])}
+            self._neutralise_expert_rollout_log_probs(full, padded, is_expert, is_pad, rows, lengths)
         write = TensorDict(
             {
                 verl_losses.EXPERT_BASELINE: _nested_rows(fields.baseline, lengths, rows),
@@ -353,13 +410,14 @@ class CalibRLTrainer(PPOTrainerSync):
                 groups_with_solution=self._prompt_counts["with_solution"],
             )
         )
-        self._prompt_counts = {"offered": 0, "with_solution": 0}
         update_tokens = padded["response_mask"][rows].sum()
         metrics["calibrl/expert_tokens"] = float(padded["response_mask"][is_expert].sum())
         metrics["calibrl/update_rows"] = float(len(rows) - int(is_pad[rows].sum()))
         metrics["calibrl/update_tokens"] = float(update_tokens)
         metrics["calibrl/tq_rows_at_step_start"] = float(getattr(self, "_tq_rows_at_step_start", 0))
-        metrics["calibrl/old_log_prob_pad_rows"] = float(is_pad.sum())
+        # pads made only for the old-log-prob pass (its micro-batch multiple); the update's own pads separately
+        metrics["calibrl/old_log_prob_pad_rows"] = float((is_pad & ~in_update).sum())
+        metrics["calibrl/update_pad_rows"] = float((is_pad & in_update).sum())
 
         dropped = [key for key in full.keys if key not in update_keys]
         if dropped:
@@ -369,6 +427,32 @@ class CalibRLTrainer(PPOTrainerSync):
             # Re-balance the update rows across data-parallel ranks (already a multiple: no new pads).
             update = self._balance_batch(update, metrics=metrics)
         return update
+
+    def _neutralise_expert_rollout_log_probs(self, full, padded, is_expert, is_pad, rows, lengths) -> None:
+        """Keep the expert rows out of verl's rollout correction (luffy / rlplus train them).
+
+        The expert row was not sampled: the agent loop gives it zero rollout log-probs, so verl would see
+        pi_old / pi_rollout = pi_old (``rollout_corr/kl`` ~ 1 from one row) and ``rollout_rs`` could mask it out of
+        the loss. Its rollout log-probs are set to its own pi_old (IS weight 1, never rejected), and the
+        ``rollout_corr/*`` metrics are recomputed over the on-policy rows.
+        """
+        correction = self.config.algorithm.get("rollout_correction", None)
+        if correction is None or "rollout_log_probs" not in padded.keys():
+            return
+        expert_rows_in_update = [i for i in rows if bool(is_expert[i])]
+        if expert_rows_in_update:
+            tq.kv_batch_put(
+                keys=[full.keys[i] for i in expert_rows_in_update],
+                partition_id=full.partition_id,
+                fields=TensorDict(
+                    {"rollout_log_probs": _nested_rows(padded["old_log_probs"], lengths, expert_rows_in_update)},
+                    batch_size=len(expert_rows_in_update),
+                ),
+            )
+        self._on_policy_rollout_corr_metrics = on_policy_rollout_corr_metrics(
+            padded["old_log_probs"], padded["rollout_log_probs"], padded["response_mask"], ~is_expert & ~is_pad,
+            correction,
+        )  # fmt: skip
 
     def _report_old_log_prob_metrics(self, padded, is_expert, is_pad, stock_metrics: dict, metrics: dict) -> None:
         """Entropy and rollout-vs-actor diff over on-policy rows only (the stock pass mixes in expert rows)."""

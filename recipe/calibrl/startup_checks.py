@@ -8,6 +8,7 @@ the fix.
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 from omegaconf import OmegaConf
@@ -129,6 +130,118 @@ def check_batch_arithmetic(config, settings: CalibRLRecipeSettings) -> None:
         )
 
 
+def _largest_divisor_at_most(rows: int, limit: int) -> int:
+    return max(d for d in range(1, max(min(rows, limit), 1) + 1) if rows % d == 0)
+
+
+def micro_batch_row_counts(config, settings: CalibRLRecipeSettings) -> list[tuple[str, int, str, str, str]]:
+    """Rows per data-parallel rank that each pass with a FIXED micro-batch size splits into micro-batches.
+
+    verl 0.9.1 (``workers/engine/utils.py::prepare_micro_batches``) asserts ``rows % micro_batch_size_per_gpu == 0``
+    on every rank unless the pass uses dynamic batch sizes. Rows per rank, by pass and mode (B_s = prompts per
+    ``_step_once`` = ``data.train_batch_size / trainer.v1.sync.parameter_sync_step``, M = ``ppo_mini_batch_size``,
+    dp = data-parallel size):
+
+    - actor update (``actor.use_dynamic_bsz=False``): one mini-batch per rank, M * rows_per_group / dp, with
+      rows_per_group = n + 1 in luffy / rlplus (the expert row is trained), n otherwise.
+    - old log-prob (``rollout.log_prob_use_dynamic_bsz=False``): in the expert modes the trainer pads this pass to a
+      multiple of dp * ``log_prob_micro_batch_size_per_gpu`` itself (nothing to check); in grpo mode verl pads the
+      B_s * n rows to lcm(dp, M * n), so each rank gets ceil(B_s * n / L) * L / dp rows.
+    - reference (``ref.log_prob_use_dynamic_bsz=False``, only with a KL loss or KL in reward): it runs on the
+      update batch. grpo / calibrl: the on-policy rows padded to lcm(dp, M * n), as above. luffy / rlplus: on-policy
+      and expert rows (0 to B_s experts: keep probability, pass-rate window) padded to
+      L' = lcm(dp, M * (n + 1), dp * ``log_prob_micro_batch_size_per_gpu``), so every multiple of L' / dp occurs.
+
+    Returns:
+        ``(pass name, rows per rank, micro-batch key, its dynamic-batch key, how the rows arise)`` for every pass
+        that runs with a fixed micro-batch size.
+    """
+    ref_cfg, rollout = config.actor_rollout_ref.ref, config.actor_rollout_ref.rollout
+    actor = config.actor_rollout_ref.actor
+    n = int(rollout.n)
+    mini = int(actor.ppo_mini_batch_size)
+    world = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+    dp = max(world // int(actor.get("ulysses_sequence_parallel_size", 1) or 1), 1)
+    sync_steps = int(config.trainer.get("v1", {}).get("sync", {}).get("parameter_sync_step", 1) or 1)
+    prompts = max(int(config.data.train_batch_size) // sync_steps, 1)
+    rows_per_group = n + 1 if settings.trains_expert_rows else n
+    prefix = "actor_rollout_ref."
+    counts = []
+    if not actor.get("use_dynamic_bsz", False):
+        counts.append(("actor update", mini * rows_per_group // dp, prefix + "actor.ppo_micro_batch_size_per_gpu",
+                       prefix + "actor.use_dynamic_bsz",
+                       f"ppo_mini_batch_size * {rows_per_group} rows per group / {dp} ranks"))  # fmt: skip
+    grpo_multiple = math.lcm(dp, mini * n)
+    grpo_rows = -(-prompts * n // grpo_multiple) * grpo_multiple // dp
+    grpo_how = f"{prompts} prompts * n={n}, padded to lcm(dp, ppo_mini_batch_size * n) = {grpo_multiple}, / {dp} ranks"
+    log_prob_micro = rollout.get("log_prob_micro_batch_size_per_gpu", None)
+    if not settings.uses_expert_rows and not rollout.get("log_prob_use_dynamic_bsz", False) and log_prob_micro:
+        counts.append(("old log-prob", grpo_rows, prefix + "rollout.log_prob_micro_batch_size_per_gpu",
+                       prefix + "rollout.log_prob_use_dynamic_bsz", grpo_how))  # fmt: skip
+    uses_reference = bool(config.algorithm.get("use_kl_in_reward", False) or actor.get("use_kl_loss", False))
+    if uses_reference and not ref_cfg.get("log_prob_use_dynamic_bsz", False):
+        if settings.trains_expert_rows:
+            lp_multiple = dp * int(log_prob_micro or 1) if not rollout.get("log_prob_use_dynamic_bsz", False) else dp
+            whole = math.lcm(dp, mini * (n + 1), lp_multiple)
+            ref_rows, ref_how = whole // dp, (
+                f"any multiple of lcm(dp, ppo_mini_batch_size * (n + 1), dp * log_prob_micro_batch_size_per_gpu) / dp "
+                f"= {whole} / {dp} (the expert-row count varies per step)"
+            )
+        else:
+            ref_rows, ref_how = grpo_rows, grpo_how
+        counts.append(("reference log-prob", ref_rows, prefix + "ref.log_prob_micro_batch_size_per_gpu",
+                       prefix + "ref.log_prob_use_dynamic_bsz", ref_how))  # fmt: skip
+    return counts
+
+
+def check_micro_batch_rows(config, settings: CalibRLRecipeSettings) -> None:
+    """Every pass with a fixed micro-batch size gets a whole number of micro-batches on every rank (verl asserts
+    this only after a rollout; luffy / rlplus have n + 1 rows per group, which verl's own checks do not know)."""
+    for name, rows, micro_key, dynamic_key, how in micro_batch_row_counts(config, settings):
+        micro = OmegaConf.select(config, micro_key)
+        if micro is None or rows <= 0:
+            continue
+        micro = int(micro)
+        if rows % micro != 0:
+            _fail(
+                f"{micro_key}={micro}: in calibrl.mode={settings.mode} the {name} pass gives each data-parallel rank "
+                f"{rows} rows ({how}), not a multiple of {micro}; verl's prepare_micro_batches would assert after the "
+                f"first rollout. Set {micro_key}={_largest_divisor_at_most(rows, micro)} (a divisor of {rows}), or "
+                f"{dynamic_key}=True, or change actor_rollout_ref.actor.ppo_mini_batch_size."
+            )
+
+
+def check_no_critic(config, settings: CalibRLRecipeSettings) -> None:
+    """The expert modes' step never runs verl's value or critic passes: a critic config would train without values."""
+    if not settings.uses_expert_rows:
+        return  # calibrl.mode=grpo runs verl's own step, critic included
+    critic = config.get("critic", None)
+    enabled = critic.get("enable", None) if critic is not None else None
+    needs = bool(enabled) if enabled is not None else config.algorithm.adv_estimator == "gae"
+    if needs:
+        _fail(
+            f"algorithm.adv_estimator={config.algorithm.adv_estimator!r} / critic.enable={enabled!r}: "
+            f"calibrl.mode={settings.mode} has no critic (its step computes no values, and the expert row has no "
+            "value target). Set algorithm.adv_estimator=calibrl and critic.enable=False, or calibrl.mode=grpo for a "
+            "critic baseline."
+        )
+
+
+def check_rollout_correction_rows(config, settings: CalibRLRecipeSettings) -> None:
+    """Rollout correction with expert rows: the trainer gives expert rows neutral rollout log-probs (their own
+    pi_old) so verl's IS weights are 1 and rejection sampling never masks them; batch-normalised IS weights would
+    still average over expert rows, so that one option is refused."""
+    if not settings.trains_expert_rows:
+        return
+    correction = config.algorithm.get("rollout_correction", None)
+    if correction is not None and correction.get("rollout_is_batch_normalize", False):
+        _fail(
+            "algorithm.rollout_correction.rollout_is_batch_normalize=True: in calibrl.mode="
+            f"{settings.mode} the batch mean of the IS weights would include the expert rows (weight 1). Set "
+            "algorithm.rollout_correction.rollout_is_batch_normalize=False."
+        )
+
+
 def check_expert_column(config, settings: CalibRLRecipeSettings) -> None:
     """Every local training parquet has the expert column (read from the parquet schema, no data loaded)."""
     if not settings.uses_expert_rows:
@@ -201,6 +314,9 @@ def validate_startup(config, expect_trainer_mode: bool = False) -> CalibRLRecipe
     check_policy_loss(config, settings)
     check_algorithm(config, settings)
     check_batch_arithmetic(config, settings)
+    check_micro_batch_rows(config, settings)
+    check_no_critic(config, settings)
+    check_rollout_correction_rows(config, settings)
     check_expert_column(config, settings)
     check_reward_function(config)
     check_memory_plan(config)

@@ -106,3 +106,37 @@ def test_metrics_on_a_hand_made_batch():
     # row 1 (failed): l = -3 vs b = [-2, -0.5]: below, below
     assert m["calibrl/frac_below_baseline_failed"] == pytest.approx(1.0)
     assert m["calibrl/calibrated_token_frac"] == pytest.approx(6 / 12)  # rows 0, 1 of 0, 1, 3, 4
+
+
+def test_rollout_correction_metrics_leave_the_expert_row_out():
+    """The expert row's rollout log-probs are the agent loop's zeros: over all rows verl's rollout_corr/kl is 1/3
+    with one expert row among three (and rollout_rs masks the expert row); over the on-policy rows it is 0 and
+    nothing is rejected."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_rejection_mask
+
+    from recipe.calibrl.calibration_fields import on_policy_rollout_corr_metrics
+
+    old = torch.full((3, 4), -1.0)
+    rollout = old.clone()
+    rollout[2] = 0.0  # the expert row
+    mask = torch.ones(3, 4)
+    config = OmegaConf.create({"rollout_is": None, "rollout_rs": "seq_mean_k1", "rollout_rs_threshold": "0.9_1.1"})
+    _, rejected_mask, all_rows = compute_rollout_correction_and_rejection_mask(
+        old_log_prob=old, rollout_log_prob=rollout, response_mask=mask, rollout_is=None, rollout_is_threshold=2.0,
+        rollout_is_batch_normalize=False, rollout_rs="seq_mean_k1", rollout_rs_threshold="0.9_1.1",
+    )  # fmt: skip
+    assert float(all_rows["rollout_corr/kl"]) == pytest.approx(1 / 3) and rejected_mask[2].sum() == 0
+    ours = on_policy_rollout_corr_metrics(old, rollout, mask, torch.tensor([True, True, False]), config)
+    assert ours["rollout_corr/kl"] == 0.0 and ours["rollout_corr/rollout_rs_masked_fraction"] == 0.0
+    assert on_policy_rollout_corr_metrics(old, rollout, mask, torch.zeros(3, dtype=torch.bool), config) == {}
+
+
+def test_expert_row_metrics_keep_only_per_row_statistics_under_their_own_names():
+    """verl's data metrics over expert rows are renamed calibrl/expert_<name>; throughput/timing are not copied."""
+    from recipe.calibrl.calibration_fields import expert_row_metrics, prompt_count_metrics
+
+    renamed = expert_row_metrics({"critic/score/mean": 1.0, "response_length/mean": 7.0, "perf/throughput": 3.0,
+                                  "training/global_step": 1})  # fmt: skip
+    assert renamed == {"calibrl/expert_critic/score/mean": 1.0, "calibrl/expert_response_length/mean": 7.0}
+    assert prompt_count_metrics(3, 4) == {"calibrl/expert_kept_rate": 0.75, "calibrl/groups_with_expert_solution": 4.0}

@@ -1,7 +1,8 @@
 """CalibRL through verl's real v1 trainer on the CPU backend (tiny random Qwen2.5-VL, demo data with images).
 
-Three runs share the set-up (module-scoped): CalibRL on 2 training processes with a KL reference model and a keep
-probability (so some groups have no expert), resumed from its checkpoint for a third step, and LUFFY for one step.
+Runs share the set-up (module-scoped): CalibRL on 2 training processes with a KL reference model and a keep
+probability (so some groups have no expert), resumed from its checkpoint for a third step, and LUFFY for one step
+in 3 parameter-sync parts (after a start-up refusal of a micro-batch size that does not divide its mini-batch).
 """
 
 from pathlib import Path
@@ -177,22 +178,107 @@ def test_resume_from_checkpoint_continues_at_step_three(calibrl_run, assets):
     assert resumed.by_step()[3]["calibrl/tq_rows_at_step_start"] == 0
 
 
-def test_luffy_trains_the_expert_rows(assets):
-    """LUFFY for one step: expert rows enter the update with their loss, in (n + 1)-row groups."""
-    from calibrl_ext.cpu_backend.launcher import is_finite_number, run_verl
+#: LUFFY's per-rank update mini-batch is ppo_mini_batch_size * (n + 1) = 9 rows on one process: a micro-batch of 4
+#: leaves a remainder (verl's prepare_micro_batches would assert after the first rollout).
+LUFFY_BAD_MICRO_BATCH = 4
+#: LUFFY runs its step in 3 parts (trainer.v1.sync.parameter_sync_step): one prompt per _step_once.
+LUFFY_SYNC_PARTS = 3
+
+
+def _start_up_error(overrides: list[str]) -> Exception | None:
+    """The error the entry point's start-up checks raise for these overrides (composed by hydra with the recipe's
+    yaml and the CPU backend's overrides, as ``run_verl`` and ``main_calibrl`` compose them; in-process: no Ray,
+    no 10-50 s interpreter start-up), or None."""
+    from hydra import compose, initialize_config_dir
+
+    import calibrl_ext.plugin  # noqa: F401
+    from calibrl_ext.cpu_backend.overrides import cpu_overrides
+    from recipe.calibrl.startup_checks import validate_startup
+
+    config_dir = Path(__file__).resolve().parents[2] / "recipe" / "calibrl" / "config"
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        config = compose(config_name="calibrl_trainer", overrides=cpu_overrides() + list(overrides))
+    try:
+        validate_startup(config, expect_trainer_mode=True)
+    except Exception as exc:  # noqa: BLE001 (returned to the test, which checks its type)
+        return exc
+    return None
+
+
+@pytest.fixture(scope="module")
+def luffy_run(assets):
+    """LUFFY, one step in 3 parameter-sync parts, launched first with a micro-batch size that does not divide the
+    (n + 1)-row mini-batch (refused at start-up), then with the micro-batch size the refusal proposes, with
+    rollout dumps."""
+    import re
+
+    from calibrl_ext.cpu_backend.launcher import run_verl
 
     root, data_dir, model = assets
     out = root / "luffy"
-    run = run_verl(
-        _overrides(data_dir, model, out, "calibrl.mode=luffy", "trainer.total_training_steps=1",
-                   "trainer.save_freq=-1", "trainer.test_freq=-1"),
-        metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
-    )  # fmt: skip
+    common = ("calibrl.mode=luffy", "trainer.total_training_steps=1", "trainer.save_freq=-1", "trainer.test_freq=-1",
+              f"+trainer.v1.sync.parameter_sync_step={LUFFY_SYNC_PARTS}",
+              f"trainer.rollout_data_dir={out / 'rollouts'}")  # fmt: skip
+    micro_key = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"
+    refused = _start_up_error(_overrides(data_dir, model, out, *common, f"{micro_key}={LUFFY_BAD_MICRO_BATCH}"))
+    message = str(refused)
+    proposed = re.search(rf"Set {re.escape(micro_key)}=(\d+) \(a divisor of 9\)", message)
+    run = None
+    if proposed:
+        run = run_verl(
+            _overrides(data_dir, model, out, *common, f"{micro_key}={proposed.group(1)}"),
+            metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
+        )  # fmt: skip
+    return refused, message, proposed, run, out
+
+
+def test_luffy_micro_batch_mismatch_is_refused_at_startup_and_the_proposed_fix_runs(luffy_run):
+    """A micro-batch size that does not divide LUFFY's (n + 1)-row per-rank mini-batch is refused before Ray starts,
+    naming the key, the row count and a divisor; the run with that divisor trains."""
+    from recipe.calibrl.settings import CalibRLConfigError
+
+    refused, message, proposed, run, _ = luffy_run
+    assert isinstance(refused, CalibRLConfigError) and "9 rows" in message, message
+    assert proposed is not None and int(proposed.group(1)) == 3
+    run.raise_for_status()
+    assert run.steps() == [1]
+
+
+def test_luffy_trains_the_expert_rows(luffy_run):
+    """LUFFY: expert rows enter the update with their loss, in (n + 1)-row groups (per-part values: verl averages
+    the parts of a step)."""
+    from calibrl_ext.cpu_backend.launcher import is_finite_number
+
+    run = luffy_run[3]
     run.raise_for_status()
     m = run.by_step()[1]
-    assert m["actor/expert_rows_seen"] == m["calibrl/expert_rows"] == PROMPTS_PER_STEP
+    assert m["actor/expert_rows_seen"] == m["calibrl/expert_rows"] == PROMPTS_PER_STEP / LUFFY_SYNC_PARTS
     assert is_finite_number(m["actor/luffy_expert_loss"]) and m["actor/luffy_expert_loss"] != 0
-    assert m["calibrl/update_rows"] == PROMPTS_PER_STEP * (N_ROLLOUTS + 1)
+    assert m["calibrl/update_rows"] == PROMPTS_PER_STEP * (N_ROLLOUTS + 1) / LUFFY_SYNC_PARTS
+
+
+def test_luffy_step_metrics_are_on_policy_and_count_the_whole_step(luffy_run):
+    """verl's critic/score/* is the mean over the on-policy rows of the step's rollout dump (expert rows under
+    calibrl/expert_*); rollout correction sees no expert row (its zero rollout log-probs would dominate
+    rollout_corr/kl); the prompt counts cover all parts of the step (not only the first)."""
+    import json
+
+    run, out = luffy_run[3], luffy_run[4]
+    run.raise_for_status()
+    m = run.by_step()[1]
+    dumped = [json.loads(line) for path in (out / "rollouts").glob("*.jsonl") for line in path.read_text().splitlines()]
+    sessions = [(row["uid"], int(row["uid"].rsplit("_", 2)[1])) for row in dumped if not row["uid"].startswith("pad")]
+    on_policy = [row["score"] for row, (_, s) in zip([r for r in dumped if not r["uid"].startswith("pad")], sessions)
+                 if s < N_ROLLOUTS]  # fmt: skip
+    expert = [row["score"] for row, (_, s) in zip([r for r in dumped if not r["uid"].startswith("pad")], sessions)
+              if s == N_ROLLOUTS]  # fmt: skip
+    assert len(on_policy) == PROMPTS_PER_STEP * N_ROLLOUTS and len(expert) == PROMPTS_PER_STEP
+    assert m["critic/score/mean"] == pytest.approx(sum(on_policy) / len(on_policy), abs=1e-6)
+    assert m["calibrl/expert_critic/score/mean"] == pytest.approx(1.0)
+    # parts 2 and 3 run after part 1's update (the step's prompts were generated before it), so the on-policy kl is
+    # small but not ~0; one expert row (zero rollout log-probs vs log pi_old of ~ -10 per token) would add ~3.
+    assert m["rollout_corr/kl"] < 0.1
+    assert m["calibrl/groups_with_expert_solution"] == PROMPTS_PER_STEP and m["calibrl/expert_kept_rate"] == 1.0
 
 
 def test_calibrl_recipe_runs_on_tiny_internvl3(assets):

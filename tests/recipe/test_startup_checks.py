@@ -73,3 +73,77 @@ def test_missing_train_file_is_reported(compose_recipe, tmp_path):
     """A train file that does not exist is reported with its index and the command that builds it."""
     with pytest.raises(CalibRLConfigError, match=r"train_files\[0\].*does not exist.*build_parquet"):
         validate_startup(compose_recipe(f"data.train_files={tmp_path / 'missing.parquet'}"))
+
+
+#: The released LUFFY/RLPlus shapes: mini-batch 120 prompts, n = 10, 8 ranks, micro-batches of 6 rows.
+RELEASED_SHAPES = ("data.train_batch_size=120", "actor_rollout_ref.actor.ppo_mini_batch_size=120",
+                   "actor_rollout_ref.rollout.n=10", "trainer.n_gpus_per_node=8",
+                   "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=6",
+                   "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=6")  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["luffy", "rlplus"])
+def test_released_expert_training_shapes_are_refused_before_the_first_update(compose_recipe, mode):
+    """luffy / rlplus update (n + 1)-row groups: 120 * 11 / 8 = 165 rows per rank, not a multiple of 6. verl's
+    prepare_micro_batches would assert after a whole rollout; start-up refuses it with the key and a divisor."""
+    pattern = r"ppo_micro_batch_size_per_gpu=6: in calibrl\.mode=.*165 rows.*=5 \(a divisor of 165\).*use_dynamic_bsz"
+    with pytest.raises(CalibRLConfigError, match=pattern):
+        validate_startup(compose_recipe(f"calibrl.mode={mode}", *RELEASED_SHAPES))
+
+
+@pytest.mark.parametrize("overrides", [
+    ("calibrl.mode=calibrl",),  # n rows per group: 150 per rank
+    ("calibrl.mode=grpo", "algorithm.adv_estimator=grpo"),
+    ("calibrl.mode=luffy", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=5"),  # the proposed fix
+    ("calibrl.mode=luffy", "actor_rollout_ref.actor.use_dynamic_bsz=True",
+     "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True"),
+])  # fmt: skip
+def test_released_shapes_pass_where_every_pass_divides(compose_recipe, overrides):
+    """The same shapes pass in the modes (or with the fixes) where every pass gets whole micro-batches."""
+    validate_startup(compose_recipe(*RELEASED_SHAPES, *overrides))
+
+
+MICRO_BATCH_CASES = [
+    # luffy's reference pass runs on the update batch: multiples of lcm(1, 2 * 3, 1) / 1 = 6 rows per rank
+    (["calibrl.mode=luffy", "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.actor.use_kl_loss=True",
+      "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4"],
+     r"ref\.log_prob_micro_batch_size_per_gpu=4: .*reference log-prob pass.* 6 rows.*=3 \(a divisor of 6\)"),
+    # grpo: verl pads 4 prompts * 2 rollouts to lcm(1, 4) = 4 -> 8 rows for the old-log-prob pass
+    (["calibrl.mode=grpo", "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=2",
+      "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=3"],
+     r"rollout\.log_prob_micro_batch_size_per_gpu=3: .*old log-prob pass.* 8 rows.*=2 \(a divisor of 8\)"),
+    # two parameter-sync parts: 2 prompts per part * 2 rollouts, padded to lcm(1, 2 * 2) -> 4 rows
+    (["calibrl.mode=calibrl", "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.actor.use_kl_loss=True",
+      "+trainer.v1.sync.parameter_sync_step=2", "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=3"],
+     r"reference log-prob pass.* 4 rows"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides,pattern", MICRO_BATCH_CASES)
+def test_every_fixed_micro_batch_pass_is_checked(compose_recipe, overrides, pattern):
+    """Old-log-prob, reference and update passes each get a whole number of micro-batches per rank, in every mode;
+    the error names the pass's key, its row count and a divisor."""
+    with pytest.raises(CalibRLConfigError, match=pattern):
+        validate_startup(compose_recipe(*overrides))
+
+
+@pytest.mark.parametrize("overrides", [
+    ("algorithm.adv_estimator=gae",),
+    ("critic.enable=True",),
+    ("calibrl.mode=luffy", "critic.enable=True"),
+])  # fmt: skip
+def test_critic_is_refused_in_the_expert_modes(compose_recipe, overrides):
+    """The expert modes' step computes no values: a critic config (GAE or critic.enable) is refused at start-up,
+    naming the keys and the fix."""
+    with pytest.raises(CalibRLConfigError, match=r"algorithm\.adv_estimator=.*critic\.enable.*has no critic.*"
+                                                 r"Set algorithm\.adv_estimator=calibrl"):  # fmt: skip
+        validate_startup(compose_recipe(*overrides))
+
+
+def test_rollout_is_batch_normalize_is_refused_when_expert_rows_are_trained(compose_recipe):
+    """Batch-normalised IS weights would average over the expert rows: refused in luffy, allowed in calibrl mode
+    (its update batch has no expert row)."""
+    key = "algorithm.rollout_correction.rollout_is_batch_normalize=True"
+    with pytest.raises(CalibRLConfigError, match=r"rollout_is_batch_normalize=False"):
+        validate_startup(compose_recipe("calibrl.mode=luffy", key))
+    validate_startup(compose_recipe(key))
