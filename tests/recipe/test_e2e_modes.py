@@ -30,3 +30,5 @@ def test_entropy_reg_trains_with_the_entropy_bonus_and_no_expert_rows(assets):  
         assert is_finite_number(m["actor/entropy_loss"]) and m["actor/entropy_loss"] > 0
         assert m["actor/expert_rows_seen"] == 0
         assert m["calibrl/update_rows"] == PROMPTS_PER_STEP * N_ROLLOUTS
+        # modes without expert rows keep the on-policy entropy under the cross-mode name (recipe README)
+        assert m["calibrl/entropy_on_policy"] == m["actor/entropy"]
