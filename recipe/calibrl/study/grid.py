@@ -84,12 +84,19 @@ def known_activations() -> list[str]:
     return list(ACTIVATIONS)
 
 
-def loss_defaults() -> dict[str, Any]:
-    """The recipe's released loss settings (defaults of ``CalibRLPolicyLossConfig``)."""
-    from calibrl_ext.config import CalibRLPolicyLossConfig
+#: The recipe's yaml: its ``policy_loss`` values are the released settings every non-swept field keeps.
+RECIPE_YAML = Path(__file__).resolve().parents[1] / "config" / "calibrl_trainer.yaml"
 
-    defaults = CalibRLPolicyLossConfig()
-    return {"activation": defaults.activation, "alpha": defaults.alpha, "lam": defaults.lam}
+
+def loss_defaults() -> dict[str, Any]:
+    """The recipe's released loss settings (``actor_rollout_ref.actor.policy_loss`` of the recipe yaml).
+
+    Read from the yaml rather than from ``calibrl_ext.config`` so that the study driver imports no verl.
+    """
+    from omegaconf import OmegaConf
+
+    loss = OmegaConf.load(RECIPE_YAML).actor_rollout_ref.actor.policy_loss
+    return {"activation": str(loss.activation), "alpha": float(loss.alpha), "lam": float(loss.lam)}
 
 
 def _expand(name: str, values: tuple, known: list[str]) -> list[str]:
