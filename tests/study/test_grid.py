@@ -87,7 +87,7 @@ def test_every_run_composes_into_a_valid_recipe_config(tmp_path):
 
     _write_train_parquet(tmp_path / "train.parquet")
     _write_train_parquet(tmp_path / "val.parquet")
-    preset = apply_overrides(PRESETS["full"], ["seeds=7"])
+    preset = apply_overrides(PRESETS["full"], ["seeds=7", "alphas=0.25", "lams=0.2"])  # one non-default value each
     arms = build_arms(preset)
     assets = RunAssets(data_dir=tmp_path, model=tmp_path / "model")
     for run in build_runs(preset, arms):

@@ -113,3 +113,38 @@ def test_report_writes_png_table_and_json(study_folder):
     results = json.loads(paths["results"].read_text())
     assert len(results["runs"]) == 3 and results["preset"]["steps"] == STEPS
     assert format_table(collect(out, data)) == table
+
+
+def test_execute_runs_starts_only_incomplete_runs(tmp_path, monkeypatch):
+    """Resume logic without verl: a run whose metrics are complete is skipped, a run cut before its final
+    validation is started again, and progress names run i/N with an ETA. (The launcher is replaced by one that
+    writes the recorded metrics; the e2e test runs the real one.)"""
+    from calibrl_ext.cpu_backend.launcher import VerlRun
+    from recipe.calibrl.study import runner
+
+    preset = apply_overrides(PRESETS["quick"], ["modes=calibrl,grpo", "activations=", "seeds=0", f"steps={STEPS}"])
+    runs = build_runs(preset, build_arms(preset))
+    complete, cut = runs
+    (tmp_path / complete.name).mkdir()
+    shutil.copy(FIXTURE, tmp_path / complete.name / METRICS_FILE)
+    (tmp_path / cut.name).mkdir()
+    first_line = FIXTURE.read_text().splitlines()[0]
+    (tmp_path / cut.name / METRICS_FILE).write_text(first_line + "\n")
+    started = []
+
+    def fake_run_verl(overrides, *, metrics_path, **kwargs):
+        started.append(Path(metrics_path).parent.name)
+        shutil.copy(FIXTURE, metrics_path)
+        return VerlRun(command=["python", "-m", "x", *overrides], returncode=0, timed_out=False, wall_s=12.0,
+                       metrics_path=Path(metrics_path), log_path=Path(str(metrics_path) + ".log"))  # fmt: skip
+
+    monkeypatch.setattr(runner, "run_verl", fake_run_verl)
+    lines = []
+    outcomes = runner.execute_runs(preset, runs, runner.RunAssets(tmp_path, tmp_path / "model"), tmp_path,
+                                   log=lines.append)  # fmt: skip
+    assert started == [cut.name]
+    assert [o.status for o in outcomes] == ["skipped", "ok"]
+    assert any(f"run 1/2 {complete.name}: complete, skipped" in line for line in lines)
+    assert any(f"run 2/2 {cut.name}: ok" in line and "ETA" in line for line in lines)
+    record = json.loads((tmp_path / cut.name / runner.RUN_RECORD_FILE).read_text())
+    assert record["status"] == "ok" and f"calibrl.mode={cut.setting.mode}" in record["overrides"]
