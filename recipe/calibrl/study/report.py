@@ -88,6 +88,12 @@ def collect(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return {"preset": preset, "missing_runs": missing, "runs": runs, "arms": arms}
 
 
+def budget_line(preset: dict[str, Any]) -> str:
+    """The shared budget as actually run (``--set`` included), for titles."""
+    return (f"{preset['steps']} steps x {preset['train_batch_size']} prompts x {preset['rollout_n']} rollouts, "
+            f"seeds {preset['seeds']}")
+
+
 def _cell(stats: dict[str, Any]) -> str:
     if stats["mean"] is None:
         return "-"
@@ -99,10 +105,9 @@ def format_table(results: dict[str, Any]) -> str:
     """Markdown: one table per arm group, final figures as mean ± sample std over the seeds done."""
     preset = results["preset"]
     lines = [
-        f"# Study: {preset['description']}",
+        f"# Study: {budget_line(preset)}",
         "",
-        f"{preset['steps']} steps x {preset['train_batch_size']} prompts x {preset['rollout_n']} rollouts, "
-        f"seeds {preset['seeds']}; cells: mean ± sample std over seeds (n = seeds done).",
+        "Cells: mean ± sample std over seeds (n = seeds done).",
     ]
     if results["missing_runs"]:
         lines += ["", f"Incomplete or missing runs (not counted): {', '.join(results['missing_runs'])}"]
@@ -164,7 +169,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         ax.set_title(f"final val acc by {GROUP_TITLES[groups[column]]} (mean ± std, dots: seeds)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     preset = results["preset"]
-    figure.suptitle(f"{preset['description']} (bands: min-max over seeds)", fontsize=10)
+    figure.suptitle(f"{budget_line(preset)} (bands: min-max over seeds)", fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=FIGURE_DPI)
