@@ -71,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     from recipe.calibrl.cpu_demo import build_demo_data, prepare_model
     from recipe.calibrl.study.runner import RunAssets, execute_runs
 
-    print(f"[study] preset {args.preset}: {preset.description}; {len(arms)} arms, {len(runs)} runs -> {out}",
-          flush=True)  # fmt: skip
+    from recipe.calibrl.study.report import budget_line
+
+    changed = f" with --set {' '.join(args.assignments)}" if args.assignments else ""
+    print(f"[study] preset {args.preset}{changed}: {budget_line(preset.as_dict())}; {len(arms)} arms, {len(runs)} runs "
+          f"-> {out}", flush=True)  # fmt: skip
     data_dir = Path(args.data_dir).resolve()
     build_demo_data(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # warm-start progress on stderr
