@@ -99,7 +99,9 @@ def test_every_run_composes_into_a_valid_recipe_config(tmp_path):
         loss = config.actor_rollout_ref.actor.policy_loss
         assert settings.mode == run.setting.mode and loss.loss_mode == MODE_TO_LOSS_MODE[run.setting.mode]
         assert (loss.activation, loss.alpha, loss.lam) == (run.setting.activation, run.setting.alpha, run.setting.lam)
-        assert config.data.seed == config.actor_rollout_ref.rollout.seed == config.calibrl.schedule_seed == 7
+        assert config.actor_rollout_ref.rollout.seed == config.calibrl.schedule_seed == 7
+        # one validation subset for every run: verl draws it from data.seed, which the seeds must not vary
+        assert config.data.seed == preset.data_seed and config.data.shuffle
         assert config.trainer.total_training_steps == preset.steps and config.trainer.val_before_train is True
 
 

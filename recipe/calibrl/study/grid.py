@@ -65,7 +65,6 @@ class RunSpec:
     def overrides(self) -> list[str]:
         return [
             *self.setting.overrides(),
-            f"data.seed={self.seed}",
             f"actor_rollout_ref.rollout.seed={self.seed}",
             f"calibrl.schedule_seed={self.seed}",
         ]

@@ -35,12 +35,16 @@ class StudyPreset:
             value of ``calibrl_ext.core.ACTIVATIONS``; ``()`` = no ablation).
         alphas: ``policy_loss.alpha`` values (LeakyReLU slope), swept at the default lambda; ``()`` = no sweep.
         lams: ``policy_loss.lam`` values (lambda), swept at the default alpha; ``()`` = no sweep.
-        seeds: seeds of every arm; a seed sets ``data.seed`` (prompt order), ``actor_rollout_ref.rollout.seed``
-            (sampling) and ``calibrl.schedule_seed``. The model and its warm start are the same for every seed.
+        seeds: seeds of every arm; a seed sets ``actor_rollout_ref.rollout.seed`` (sampling) and
+            ``calibrl.schedule_seed``. The model, its warm start, the prompt order and the validation subset are the
+            same for every seed (``data_seed``).
 
     Shared budget (identical for every run):
 
     Attributes:
+        data_seed: ``data.seed`` of every run. verl draws BOTH the training prompt order and the
+            ``val_max_samples`` validation subset from it (``RLHFDataset``), so varying it with the seed would
+            validate each seed on different prompts; left unset, every run would draw its own unseeded subset.
         steps: training steps per run (``trainer.total_training_steps``).
         val_every: validation every this-many steps (``trainer.test_freq``); the last step always validates.
         val_before_train: validate before the first step (the pre-RL accuracy the issue asks to beat).
@@ -64,6 +68,7 @@ class StudyPreset:
     alphas: tuple[float, ...] = ()
     lams: tuple[float, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
+    data_seed: int = 0
     steps: int = 8
     val_every: int = 4
     val_before_train: bool = True

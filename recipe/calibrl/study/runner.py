@@ -58,6 +58,7 @@ def shared_overrides(preset: StudyPreset, assets: RunAssets) -> list[str]:
         f"data.train_files={assets.data_dir / 'train.parquet'}",
         f"data.val_files={assets.data_dir / 'val.parquet'}",
         f"actor_rollout_ref.model.path={assets.model}",
+        f"data.seed={preset.data_seed}",  # one validation subset and prompt order for every run (presets.py)
         f"data.train_batch_size={preset.train_batch_size}",
         f"data.max_prompt_length={preset.max_prompt_length}",
         f"data.max_response_length={preset.max_response_length}",
