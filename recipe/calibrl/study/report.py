@@ -1,0 +1,190 @@
+"""A study's numbers, figure and table from its run folders (complete runs only; missing ones are listed).
+
+Outputs under ``<out>``:
+
+- ``results.json``: the preset, every complete run's curves (step -> value) and, per arm, every curve's mean and
+  spread per step and the final figures with their per-seed values;
+- ``study.png``: on-policy entropy, training reward and validation accuracy against step for each mode (mean line,
+  band from the lowest to the highest seed), and one bar chart per arm group (final validation accuracy, mean with
+  sample-std error bars and every seed as a dot);
+- ``table.md``: the final figures per arm, mean ± sample std over seeds.
+
+``python -m recipe.calibrl.study --report-only --out DIR`` rebuilds them from the run folders without running.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from calibrl_ext.cpu_backend.launcher import read_metrics
+from recipe.calibrl.study.grid import ARM_GROUPS
+from recipe.calibrl.study.metrics import CURVE_TITLES, CURVES, mean_and_spread, run_curves
+from recipe.calibrl.study.runner import METRICS_FILE, metrics_complete
+
+RESULTS_FILE = "results.json"
+FIGURE_FILE = "study.png"
+TABLE_FILE = "table.md"
+#: Final figures of the table, in column order, with their titles.
+FINAL_COLUMNS = (
+    ("pre_rl_val_acc", "val acc before RL"),
+    ("final_val_acc", "val acc after RL"),
+    ("val_acc_gain", "gain"),
+    ("final_reward", "final reward"),
+    ("final_entropy", "final entropy"),
+    ("mean_step_time_s", "step s"),
+)
+GROUP_TITLES = {"mode": "calibrl.mode", "activation": "activation", "alpha": "alpha", "lam": "lambda"}
+FIGURE_DPI = 110
+
+
+def final_figures(curves: dict[str, dict[int, float]], steps: int) -> dict[str, float | None]:
+    """One run's final figures. ``pre_rl_val_acc`` is the validation before the first training step (needs
+    ``val_before_train``), ``final_val_acc`` the one at step ``steps``; the gain is their difference."""
+    training_steps = sorted(curves["reward"]) or sorted(curves["entropy"])
+    first_training = training_steps[0] if training_steps else None
+    pre = [s for s in curves["val_acc"] if first_training is None or s < first_training]
+    pre_rl = curves["val_acc"][min(pre)] if pre else None
+    final = curves["val_acc"].get(steps)
+    times = list(curves["step_time"].values())
+    return {
+        "pre_rl_val_acc": pre_rl,
+        "final_val_acc": final,
+        "val_acc_gain": final - pre_rl if final is not None and pre_rl is not None else None,
+        "final_reward": curves["reward"].get(steps),
+        "final_entropy": curves["entropy"].get(steps),
+        "mean_step_time_s": sum(times) / len(times) if times else None,
+    }
+
+
+def collect(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Curves of every complete run and the per-arm aggregates (the content of results.json)."""
+    preset = manifest["preset"]
+    steps, seeds = preset["steps"], preset["seeds"]
+    runs: dict[str, Any] = {}
+    missing = []
+    for name in manifest["runs"]:
+        path = out / "runs" / name / METRICS_FILE
+        if not metrics_complete(path, steps):
+            missing.append(name)
+            continue
+        curves = run_curves(read_metrics(path))
+        runs[name] = {"curves": curves, "final": final_figures(curves, steps)}
+    arms = []
+    for arm in manifest["arms"]:
+        names = [f"{arm['run_stem']}-s{seed}" for seed in seeds]
+        done = [n for n in names if n in runs]
+        curve_stats = {}
+        for curve in (*CURVES, "step_time"):
+            by_step: dict[int, list[float]] = {}
+            for n in done:
+                for step, value in runs[n]["curves"][curve].items():
+                    by_step.setdefault(int(step), []).append(value)
+            curve_stats[curve] = {step: mean_and_spread(values) for step, values in sorted(by_step.items())}
+        finals = {key: mean_and_spread([runs[n]["final"][key] for n in done if runs[n]["final"][key] is not None])
+                  for key, _ in FINAL_COLUMNS}  # fmt: skip
+        arms.append({**arm, "runs": done, "seeds_done": len(done), "curves": curve_stats, "final": finals})
+    return {"preset": preset, "missing_runs": missing, "runs": runs, "arms": arms}
+
+
+def budget_line(preset: dict[str, Any]) -> str:
+    """The shared budget as actually run (``--set`` included), for titles."""
+    return (f"{preset['steps']} steps x {preset['train_batch_size']} prompts x {preset['rollout_n']} rollouts, "
+            f"seeds {preset['seeds']}")
+
+
+def _cell(stats: dict[str, Any]) -> str:
+    if stats["mean"] is None:
+        return "-"
+    spread = f" ± {stats['std']:.3f}" if stats["std"] is not None else ""
+    return f"{stats['mean']:.3f}{spread}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Markdown: one table per arm group, final figures as mean ± sample std over the seeds done."""
+    preset = results["preset"]
+    lines = [
+        f"# Study: {budget_line(preset)}",
+        "",
+        "Cells: mean ± sample std over seeds (n = seeds done).",
+    ]
+    if results["missing_runs"]:
+        lines += ["", f"Incomplete or missing runs (not counted): {', '.join(results['missing_runs'])}"]
+    for group in ARM_GROUPS:
+        arms = [a for a in results["arms"] if a["group"] == group]
+        if not arms:
+            continue
+        header = [GROUP_TITLES[group], "n", *(title for _, title in FINAL_COLUMNS)]
+        lines += ["", f"## {GROUP_TITLES[group]}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]  # fmt: skip
+        for arm in arms:
+            cells = [arm["label"], str(arm["seeds_done"]), *(_cell(arm["final"][key]) for key, _ in FINAL_COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Write the study figure (module docstring) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a display
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in ARM_GROUPS if any(a["group"] == g for a in results["arms"])]
+    curve_group = "mode" if "mode" in groups else groups[0]
+    columns = max(len(CURVES), len(groups))
+    figure, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 7.0), squeeze=False)
+    for column, curve in enumerate(CURVES):
+        ax = axes[0][column]
+        for arm in (a for a in results["arms"] if a["group"] == curve_group):
+            points = arm["curves"][curve]
+            if not points:
+                continue
+            steps = sorted(points)
+            means = [points[s]["mean"] for s in steps]
+            line = ax.plot(steps, means, marker="o", markersize=3, label=f"{arm['label']} (n={arm['seeds_done']})")
+            ax.fill_between(steps, [points[s]["min"] for s in steps], [points[s]["max"] for s in steps],
+                            color=line[0].get_color(), alpha=0.2)  # fmt: skip
+        ax.set_title(CURVE_TITLES[curve], fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if column == 0:
+            ax.legend(fontsize=7, title=GROUP_TITLES[curve_group], title_fontsize=7)
+    for column in range(len(CURVES), columns):
+        axes[0][column].axis("off")
+    for column in range(columns):
+        ax = axes[1][column]
+        if column >= len(groups):
+            ax.axis("off")
+            continue
+        arms = [a for a in results["arms"] if a["group"] == groups[column]]
+        stats = [a["final"]["final_val_acc"] for a in arms]
+        positions = list(range(len(arms)))
+        ax.bar(positions, [s["mean"] if s["mean"] is not None else 0.0 for s in stats],
+               yerr=[s["std"] if s["std"] is not None else 0.0 for s in stats], capsize=4, alpha=0.7)  # fmt: skip
+        for position, s in zip(positions, stats):
+            ax.scatter([position] * len(s["values"]), s["values"], color="black", s=8, zorder=3)
+        ax.set_xticks(positions, [a["label"] for a in arms], fontsize=8, rotation=20)
+        ax.set_title(f"final val acc by {GROUP_TITLES[groups[column]]} (mean ± std, dots: seeds)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    preset = results["preset"]
+    figure.suptitle(f"{budget_line(preset)} (bands: min-max over seeds)", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=FIGURE_DPI)
+    plt.close(figure)
+    return path
+
+
+def write_report(out: Path, manifest: dict[str, Any]) -> dict[str, Path]:
+    """Collect the runs of ``out`` and write results.json, study.png and table.md; return their paths."""
+    results = collect(out, manifest)
+    paths = {"results": out / RESULTS_FILE, "table": out / TABLE_FILE, "figure": out / FIGURE_FILE}
+    paths["results"].write_text(json.dumps(results, indent=1) + "\n")
+    paths["table"].write_text(format_table(results))
+    if results["runs"]:
+        plot(results, paths["figure"])
+    else:
+        del paths["figure"]
+    return paths
