@@ -50,7 +50,7 @@ setup(
     extras_require={
         # GPU training: verl's own vLLM pin set (it pins torch 2.11.0) and flash-attn. Never on CPU.
         "gpu": ["verl[vllm]==0.9.1", "flash-attn==2.8.3"],
-        "test": ["pytest>=8", "pytest-timeout", "matplotlib"],
+        "test": ["pytest>=8", "pytest-timeout"],
         # The study's figures (python -m recipe.calibrl.study): matplotlib only.
         "study": ["matplotlib"],
         # Tiny test models with Qwen2.5's real token ids (python -m calibrl_ext.tiny_models --tokenizer qwen).

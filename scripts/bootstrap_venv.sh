@@ -28,10 +28,10 @@ pip_install() {
 echo "bootstrap: installing torch/torchvision (constraints/cpu.txt)"
 pip_install -r constraints/cpu.txt -c constraints/cpu.txt
 echo "bootstrap: installing calibrl (editable) with verl 0.9.1 and test tools"
-pip_install -e ".[test]" -c constraints/cpu.txt -c constraints/cpu-lock.txt
+pip_install -e ".[test,study]" -c constraints/cpu.txt -c constraints/cpu-lock.txt
 "$VENV/bin/python" - <<'PY'
 import importlib, sys
-for mod in ("torch", "torchvision", "verl", "calibrl_ext", "qwen_vl_utils", "math_verify", "pytest"):
+for mod in ("torch", "torchvision", "verl", "calibrl_ext", "qwen_vl_utils", "math_verify", "pytest", "matplotlib"):
     try:
         importlib.import_module(mod)
     except Exception as exc:  # the environment is unusable: say which module and why
