@@ -29,7 +29,9 @@ from verl.utils.torch_functional import masked_mean
 from verl.workers.utils.losses import ppo_loss
 
 from calibrl_ext import core
-from calibrl_ext.config import calibrl_settings
+# The module, not the name: `import calibrl_ext.config` imports verl, whose plugin entry point imports this module
+# while calibrl_ext.config is still half-initialised (the name would not exist yet; the module does).
+from calibrl_ext import config as calibrl_config
 
 #: Batch fields the driver writes for the actor update (per row; ``[T]`` fields are nested, response-aligned).
 EXPERT_BASELINE = "calibrl_expert_baseline"  # [T] float: b_t (zeros where no expert / past the expert's length)
@@ -134,7 +136,7 @@ def compute_policy_loss_calibrl(
     sum is aggregated once by verl's ``agg_loss`` with ``config.global_batch_info`` (aggregation is linear, so this
     equals agg(L_pg) + lambda * agg(G)). The two parts are reported separately.
     """
-    settings = calibrl_settings(config)
+    settings = calibrl_config.calibrl_settings(config)
     extras = _extras("calibrl")
     tensors = extras["tensors"]
     on_policy = response_mask.bool()
@@ -182,7 +184,7 @@ def _hybrid_loss(
     rollout_is_weights: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """PPO on on-policy tokens and the LUFFY / RL-PLUS loss on expert tokens, aggregated together once."""
-    settings = calibrl_settings(config)
+    settings = calibrl_config.calibrl_settings(config)
     extras = _extras(expert_loss)
     expert_rows = extras["tensors"][IS_EXPERT].bool().unsqueeze(-1)
     tokens = response_mask.bool()

@@ -45,7 +45,9 @@ from verl.utils.debug import marked_timer
 from verl.utils.debug.metrics import calculate_debug_metrics
 
 from calibrl_ext import verl_losses
-from calibrl_ext.config import calibrl_settings
+# The module, not the name: `import calibrl_ext.config` imports verl, whose plugin entry point imports this module
+# while calibrl_ext.config is still half-initialised (the name would not exist yet; the module does).
+from calibrl_ext import config as calibrl_config
 from calibrl_ext.verl_advantage import expert_rows
 from recipe.calibrl.calibration_fields import (
     calibration_metrics,
@@ -115,7 +117,7 @@ class CalibRLTrainer(PPOTrainerSync):
         self.settings = validate_startup(config)
         super().__init__(config)
         self.schedule = ExpertSchedule(self.settings)
-        self.loss_settings = calibrl_settings(omega_conf_to_dataclass(config.actor_rollout_ref.actor))
+        self.loss_settings = calibrl_config.calibrl_settings(omega_conf_to_dataclass(config.actor_rollout_ref.actor))
         self.num_rollouts = int(config.actor_rollout_ref.rollout.n)
         self._layout: tuple[bool, int] | None = None
         self._prompt_counts = {"offered": 0, "with_solution": 0}

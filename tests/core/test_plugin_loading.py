@@ -106,3 +106,18 @@ def test_verls_own_core_algos_tests_pass_with_the_plugin_loaded():
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=VERL_SITE)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+@pytest.mark.parametrize("first_module", ["calibrl_ext.config", "calibrl_ext.verl_losses", "recipe.calibrl.settings"])
+def test_any_calibrl_module_imported_first_registers_everything(first_module):
+    """Importing a calibrl module before verl (which loads the plugin, which imports calibrl modules again while the
+    first one is half-initialised) neither breaks the registration nor logs 'NOT registered' (a circular import
+    once did, with calibrl_ext.config first)."""
+    code = (
+        f"import {first_module}, json; from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as P; "
+        "print(json.dumps(['calibrl' in P, 'luffy' in P, 'rlplus' in P]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "NOT registered" not in out.stderr, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[true, true, true]"
