@@ -37,6 +37,12 @@ from calibrl_ext.losses.groups import (
     group_advantages,
 )
 from calibrl_ext.losses.hybrid import guard_expert_advantage
+from calibrl_ext.losses.multi_expert import (
+    EXPERT_COMBINE_RULES,
+    combined_expert_baseline,
+    experts_per_group,
+    multi_expert_calibration_mask,
+)
 from calibrl_ext.losses.luffy import luffy_expert_token_loss, luffy_policy_loss
 from calibrl_ext.losses.ppo import LOG_RATIO_CLAMP, LOSS_AGG_MODES, aggregate_loss, ppo_clip_token_loss
 from calibrl_ext.losses.rlplus import rlplus_expert_token_loss, rlplus_policy_loss
@@ -45,6 +51,7 @@ __all__ = [
     "ACTIVATIONS",
     "Activation",
     "BEYOND_EXPERT_MODES",
+    "EXPERT_COMBINE_RULES",
     "LOG_RATIO_CLAMP",
     "LOSS_AGG_MODES",
     "aggregate_loss",
@@ -52,12 +59,15 @@ __all__ = [
     "calibration_term",
     "calibration_diagnostics",
     "calibrl_policy_loss",
+    "combined_expert_baseline",
     "encode_groups",
     "expert_baseline",
+    "experts_per_group",
     "group_advantages",
     "guard_expert_advantage",
     "luffy_expert_token_loss",
     "luffy_policy_loss",
+    "multi_expert_calibration_mask",
     "ppo_clip_token_loss",
     "rlplus_expert_token_loss",
     "rlplus_policy_loss",

@@ -43,6 +43,7 @@ def compute_calibration_fields(
     is_pad: torch.Tensor,
     pass_threshold: float,
     beyond_expert: str,
+    expert_combine: str = "mean",
 ) -> CalibrationFields:
     """Compute b_t, the calibration mask and s_i for every row.
 
@@ -55,6 +56,8 @@ def compute_calibration_fields(
         is_pad: ``[N]`` bool pad rows from verl's upsampling.
         pass_threshold: s_i = +1 iff r_i > pass_threshold (released 0.1).
         beyond_expert: ``zero_baseline`` | ``drop`` (METHOD §7.7).
+        expert_combine: ``calibrl.expert_combine``, how the baselines of several expert rows of one group combine
+            (:mod:`calibrl_ext.losses.multi_expert`); unused while every group has at most one expert row.
 
     Returns:
         :class:`CalibrationFields`.
@@ -63,10 +66,10 @@ def compute_calibration_fields(
     is_pad = is_pad.bool()
     codes = core.encode_groups(uids)
     passed = scores > pass_threshold
-    baseline = core.expert_baseline(old_log_probs, response_mask, codes, is_expert)
-    mask = core.calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
-    num_groups = int(codes.max().item()) + 1 if codes.numel() else 0
-    experts_per_group = torch.zeros(num_groups, dtype=torch.long).index_add_(0, codes, is_expert.long())
+    experts_per_group = core.experts_per_group(codes, is_expert)
+    baseline, mask = _baseline_and_mask(
+        old_log_probs, response_mask, codes, is_expert, passed, beyond_expert, expert_combine, experts_per_group
+    )
     has_expert = experts_per_group[codes] > 0
     return CalibrationFields(
         baseline=baseline,
@@ -75,6 +78,20 @@ def compute_calibration_fields(
         group_has_expert=has_expert,
         group_codes=codes,
     )
+
+
+def _baseline_and_mask(
+    old_log_probs, response_mask, codes, is_expert, passed, beyond_expert, expert_combine, experts_per_group
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """b_t and the calibration mask: the released one-expert functions while every group has at most one expert
+    row (the parity path), the combined baseline of :mod:`calibrl_ext.losses.multi_expert` otherwise."""
+    if experts_per_group.numel() == 0 or int(experts_per_group.max()) <= 1:
+        baseline = core.expert_baseline(old_log_probs, response_mask, codes, is_expert)
+        return baseline, core.calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
+    baseline = core.combined_expert_baseline(
+        old_log_probs, response_mask, codes, is_expert, combine=expert_combine, expert_passed=passed
+    )
+    return baseline, core.multi_expert_calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
 
 
 def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
@@ -118,6 +135,8 @@ def calibration_metrics(
         metrics[f"calibrl/frac_below_baseline_{tag}"] = float((~above & selected).sum()) / count if count else 0.0
     prompt_groups = int(torch.unique(fields.group_codes[on_policy]).numel())
     expert_rows = int(is_expert.sum())
+    # several expert rows may share a group (calibrl.max_experts_per_prompt > 1): count groups, not rows
+    groups_with_expert_rows = int(torch.unique(fields.group_codes[is_expert]).numel())
     metrics.update(
         {
             "calibrl/entropy_on_policy": _token_mean(entropy, on_tokens),
@@ -126,8 +145,9 @@ def calibration_metrics(
             "calibrl/expert_pass_rate": float(fields.passed[is_expert].float().mean()) if expert_rows else 0.0,
             "calibrl/expert_truncated_frac": float(expert_truncated[is_expert].float().mean()) if expert_rows else 0.0,
             "calibrl/expert_rows": float(expert_rows),
+            "calibrl/expert_groups": float(groups_with_expert_rows),
             **prompt_count_metrics(groups_offered_expert, groups_with_solution),
-            "calibrl/groups_without_expert": float(prompt_groups - expert_rows),
+            "calibrl/groups_without_expert": float(prompt_groups - groups_with_expert_rows),
             "calibrl/calibrated_token_frac": float(calibrated.sum()) / max(int(on_tokens.sum()), 1),
         }
     )

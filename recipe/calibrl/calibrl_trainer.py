@@ -3,8 +3,10 @@
 One training step (``_step_once``), with the verl pitfalls each line avoids (recipe/calibrl/README.md, "How an
 expert row goes through verl's v1 trainer"):
 
-1. generation: every prompt scheduled for an expert row runs the ``calibrl_expert`` agent loop with ``n + 1``
-   sessions (``_next_train_batch``); session ``n`` is the expert, scored by the reward function like a rollout.
+1. generation: every prompt scheduled for an expert row runs the ``calibrl_expert`` agent loop with ``n + k``
+   sessions (``_next_train_batch``; k = 1 as released, k = the prompt's kept expert solutions, capped by
+   ``calibrl.max_experts_per_prompt``, with several); sessions ``n..n+k-1`` are the experts, scored by the reward
+   function like rollouts.
 2. the group pass-rate window is applied as soon as rewards exist: expert rows of groups outside it are removed
    from TransferQueue before any forward pass.
 3. layout: the on-policy rows are padded to the actor's mini-batch multiple exactly as in GRPO, then the expert rows
@@ -56,7 +58,7 @@ from recipe.calibrl.calibration_fields import (
     on_policy_rollout_corr_metrics,
     prompt_count_metrics,
 )
-from recipe.calibrl.expert_agent_loop import AGENT_NAME, EXPERT_FLAG, TRUNCATED_FLAG
+from recipe.calibrl.expert_agent_loop import AGENT_NAME, EXPERT_FLAG, TRUNCATED_FLAG, prompt_expert_solutions
 from recipe.calibrl.schedule import ExpertSchedule, experts_outside_pass_rate_window
 from recipe.calibrl.settings import TRAINER_MODE
 from recipe.calibrl.startup_checks import validate_startup
@@ -142,16 +144,27 @@ class CalibRLTrainer(PPOTrainerSync):
 
     # ------------------------------------------------------------------ generation
     def _next_train_batch(self, num_prompts: int | None = None) -> TensorDict:
-        """verl's batch, plus per prompt: the agent loop and session count (``n + 1`` when it gets an expert row)."""
+        """verl's batch, plus per prompt: the agent loop and session count (``n + k`` when it gets k expert rows)."""
         batch = super()._next_train_batch(num_prompts)
         if not self.settings.uses_expert_rows:
             return batch
-        solutions = list(batch[self.settings.expert_column])
+        if self.settings.multi_expert:
+            per_prompt = [
+                prompt_expert_solutions({self.settings.expert_list_column: value}, self.config.calibrl)
+                for value in batch[self.settings.expert_list_column]
+            ]
+            solutions = [found[0] if found else "" for found in per_prompt]
+            expert_counts = [len(found) for found in per_prompt]
+        else:
+            solutions = list(batch[self.settings.expert_column])
+            expert_counts = [1] * len(solutions)
         with_expert = self.schedule.expert_rows_for_batch(solutions, self.global_steps)
         default_loop = self.config.actor_rollout_ref.rollout.agent.default_agent_loop
         tu.assign_non_tensor_stack(batch, "agent_name", [AGENT_NAME if e else default_loop for e in with_expert])
         tu.assign_non_tensor_stack(
-            batch, "__rollout_n__", [self.num_rollouts + 1 if e else self.num_rollouts for e in with_expert]
+            batch,
+            "__rollout_n__",
+            [self.num_rollouts + k if e else self.num_rollouts for e, k in zip(with_expert, expert_counts)],
         )
         has_solution = sum(isinstance(s, str) and s.strip() != "" for s in solutions)
         self._prompt_counts["offered"] += int(with_expert.sum())
@@ -205,11 +218,11 @@ class CalibRLTrainer(PPOTrainerSync):
         for i, (key, tag, fields) in enumerate(zip(batch.keys, batch.tags, flags, strict=True)):
             if tag.get("is_padding", False):
                 raise RuntimeError(f"unexpected pad row {key} before the CalibRL layout step")
-            is_expert_session = _session_of(key) == self.num_rollouts
+            is_expert_session = _session_of(key) >= self.num_rollouts
             if is_expert_session != bool(fields.get(EXPERT_FLAG, False)):
                 raise RuntimeError(
                     f"row {key}: session id says expert={is_expert_session} but extra_fields[{EXPERT_FLAG!r}]="
-                    f"{fields.get(EXPERT_FLAG)!r}; is another agent loop producing session {self.num_rollouts}?"
+                    f"{fields.get(EXPERT_FLAG)!r}; is another agent loop producing sessions >= {self.num_rollouts}?"
                 )
             (experts if is_expert_session else on_policy).append(i)
             truncated[i] = bool(fields.get(TRUNCATED_FLAG, False))
@@ -377,6 +390,7 @@ class CalibRLTrainer(PPOTrainerSync):
             is_pad,
             pass_threshold=self.loss_settings.pass_threshold,
             beyond_expert=self.loss_settings.beyond_expert,
+            expert_combine=self.settings.expert_combine,
         )
 
         in_update = torch.tensor([key in update_keys for key in full.keys])

@@ -1,8 +1,9 @@
 """The agent loop that adds the expert trajectory to a training group (registered as ``calibrl_expert``).
 
-The trainer selects this loop, and asks for ``n + 1`` sessions, only for training prompts that get an expert row
-this step (``CalibRLTrainer._next_train_batch``); validation batches never carry it, so validation groups have no
-expert row by construction. Sessions ``0..n-1`` are ordinary rollouts. Session ``n`` is the expert: the same prompt
+The trainer selects this loop, and asks for ``n + k`` sessions, only for training prompts that get ``k >= 1`` expert
+rows this step (``CalibRLTrainer._next_train_batch``; k = 1 as released, up to ``calibrl.max_experts_per_prompt``
+with several solutions per prompt); validation batches never carry it, so validation groups have no expert row by
+construction. Sessions ``0..n-1`` are ordinary rollouts. Session ``n + j`` is expert solution j: the same prompt
 path as every rollout (chat template, images, multimodal inputs, verl's continuous-token merge), but the "generated"
 tokens are the expert solution, tokenized WITHOUT a chat template, with EOS appended and cut to the response
 length (METHOD §Notation); no server call is made. The row is then scored by the reward function exactly like the
@@ -27,6 +28,27 @@ TRUNCATED_FLAG = "calibrl_expert_truncated"
 
 class ExpertSolutionError(ValueError):
     """A prompt was scheduled for an expert row but has no usable expert solution."""
+
+
+def prompt_expert_solutions(row: dict[str, Any], calibrl_config) -> list[str]:
+    """The expert solutions of one prompt, in order, that become expert rows (at most the cap).
+
+    Args:
+        row: the prompt's dataset fields (the agent loop's kwargs, or one row of the trainer's batch).
+        calibrl_config: the ``calibrl:`` config section (dict-like).
+
+    Returns:
+        ``[expert_column]`` (or ``[]`` when it is empty) with ``max_experts_per_prompt`` 1, as released; otherwise the
+        non-empty strings of ``expert_list_column``, the first ``max_experts_per_prompt`` of them.
+    """
+    cap = int(_config_get(calibrl_config, "max_experts_per_prompt") or 1)
+    if cap <= 1:
+        solution = row.get(_config_get(calibrl_config, "expert_column") or "expert_solution")
+        return [solution] if isinstance(solution, str) and solution.strip() else []
+    values = row.get(_config_get(calibrl_config, "expert_list_column") or "expert_solutions")
+    if values is None or isinstance(values, str):
+        values = [] if values is None else [values]  # a plain string column: one expert
+    return [value for value in list(values) if isinstance(value, str) and value.strip()][:cap]
 
 
 def expert_token_ids(tokenizer, solution: str, response_length: int) -> tuple[list[int], bool]:
@@ -122,7 +144,7 @@ class _ExpertTokens:
 
 @register(AGENT_NAME)
 class CalibRLExpertAgentLoop(SingleTurnAgentLoop):
-    """Single-turn rollouts for sessions ``0..n-1``; the expert trajectory for session ``n``."""
+    """Single-turn rollouts for sessions ``0..n-1``; expert trajectory j for session ``n + j``."""
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         session_id = int(kwargs["session_id"])
@@ -131,13 +153,15 @@ class CalibRLExpertAgentLoop(SingleTurnAgentLoop):
             output = await super().run(sampling_params, **kwargs)
             output.extra_fields.update({EXPERT_FLAG: False, TRUNCATED_FLAG: False})
             return output
-        if session_id != num_rollouts:
+        solutions = prompt_expert_solutions(kwargs, self.config.get("calibrl", {}))
+        expert_index = session_id - num_rollouts
+        if expert_index >= max(len(solutions), 1):
             raise ExpertSolutionError(
-                f"session {session_id} of a calibrl_expert group: only sessions 0..{num_rollouts} exist "
-                f"(rollout.n={num_rollouts} rollouts + 1 expert)"
+                f"session {session_id} of a calibrl_expert group: only sessions 0..{num_rollouts + len(solutions) - 1} "
+                f"exist (rollout.n={num_rollouts} rollouts + {len(solutions)} expert solution(s) of this prompt)"
             )
-        column = self.config.get("calibrl", {}).get("expert_column", "expert_solution")
-        token_ids, truncated = expert_token_ids(self.tokenizer, kwargs.get(column), self.response_length)
+        solution = solutions[expert_index] if solutions else None
+        token_ids, truncated = expert_token_ids(self.tokenizer, solution, self.response_length)
         # In the sync trainer the server generating step s holds the weights pushed after step s - 1.
         weights_version = max(int(kwargs["global_steps"]) - 1, 0)
         extra_fields = server_extra_fields(self.rollout_config, weights_version)

@@ -35,6 +35,11 @@ EXPERT_MODES = ("calibrl", "luffy", "rlplus")
 #: Modes that train the expert row in the actor update (their expert losses, METHOD §5).
 EXPERT_TRAINING_MODES = ("luffy", "rlplus")
 
+#: ``calibrl.expert_combine`` values: how the baselines of several expert rows of a group combine by position
+#: (calibrl_ext/losses/multi_expert.py; the same tuple as ``calibrl_ext.losses.multi_expert.EXPERT_COMBINE_RULES``,
+#: kept here so the settings import no torch).
+EXPERT_COMBINE_RULES = ("max", "mean", "logmeanexp", "passing_mean")
+
 #: Name of the trainer registered with verl (``trainer.v1.trainer_mode``).
 TRAINER_MODE = "calibrl"
 
@@ -58,6 +63,15 @@ class CalibRLRecipeSettings:
         pass_rate_window: ``[low, high]``: an expert row calibrates (or, for luffy/rlplus, is trained with) its group
             only if the group's on-policy pass rate p satisfies low <= p <= high; ``[0, 1]`` always.
         schedule_seed: seed of the per-step keep decisions (deterministic across resumes).
+        max_experts_per_prompt: the most expert rows a training prompt gets per step (1 = the released method: one
+            expert row from ``expert_column``). Above 1, the expert solutions are read from ``expert_list_column``
+            (data_prep's ``--max-experts`` writes it) and a prompt gets one expert row per solution, the first
+            ``max_experts_per_prompt`` of them. Only mode ``calibrl`` accepts more than 1 (luffy / rlplus refuse at
+            start-up: their expert losses and ``(n + 1)``-row mini-batches assume one expert row per group).
+        expert_list_column: dataset column with the LIST of expert solutions (read when max_experts_per_prompt > 1).
+        expert_combine: how the baselines of several expert rows of one group combine by position: ``max``,
+            ``mean`` (default), ``logmeanexp`` or ``passing_mean`` (docs/multi_expert.md). Any rule with one expert
+            row per group is exactly the released baseline.
         entropy_coeff: weight of verl's entropy bonus in mode ``entropy_reg`` (the yaml copies it into
             ``actor_rollout_ref.actor.entropy_coeff``; other modes get 0). Must be > 0 in that mode. Default 0.001:
             the ``entropy_coeff`` default of verl's PPO/GRPO actor config before verl 0.5 set it to 0 (verl's GRPO
@@ -71,6 +85,9 @@ class CalibRLRecipeSettings:
     pass_rate_window: tuple[float, float] = (0.0, 1.0)
     schedule_seed: int = 0
     entropy_coeff: float = 0.001
+    max_experts_per_prompt: int = 1
+    expert_list_column: str = "expert_solutions"
+    expert_combine: str = "mean"
 
     @classmethod
     def from_config(cls, config) -> "CalibRLRecipeSettings":
@@ -90,6 +107,9 @@ class CalibRLRecipeSettings:
             pass_rate_window=tuple(window) if window is not None else None,
             schedule_seed=section.get("schedule_seed", cls.schedule_seed),
             entropy_coeff=section.get("entropy_coeff", cls.entropy_coeff),
+            max_experts_per_prompt=section.get("max_experts_per_prompt", cls.max_experts_per_prompt),
+            expert_list_column=str(section.get("expert_list_column", cls.expert_list_column)),
+            expert_combine=str(section.get("expert_combine", cls.expert_combine)),
         )
         settings.validate()
         check_entropy_bonus(config, settings)
@@ -124,6 +144,20 @@ class CalibRLRecipeSettings:
             fail("entropy_coeff", c, "must be a finite number >= 0")
         if self.mode in ENTROPY_MODES and c <= 0:
             fail("entropy_coeff", c, f"must be > 0 in mode {self.mode!r} (it is that mode's entropy bonus)")
+        k = self.max_experts_per_prompt
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            fail("max_experts_per_prompt", k, "must be an integer >= 1 (1 = one expert row per prompt, as released)")
+        if k > 1 and self.mode in EXPERT_TRAINING_MODES:
+            fail(
+                "max_experts_per_prompt",
+                k,
+                f"must be 1 in mode {self.mode!r} (its expert loss and (n + 1)-row mini-batches assume one expert row "
+                "per group); several experts per prompt run in calibrl.mode=calibrl only",
+            )
+        if k > 1 and not self.expert_list_column:
+            fail("expert_list_column", self.expert_list_column, "must name the dataset column with the expert list")
+        if self.expert_combine not in EXPERT_COMBINE_RULES:
+            fail("expert_combine", self.expert_combine, f"must be one of {list(EXPERT_COMBINE_RULES)}")
 
     @property
     def loss_mode(self) -> str:
@@ -136,6 +170,11 @@ class CalibRLRecipeSettings:
     @property
     def trains_expert_rows(self) -> bool:
         return self.mode in EXPERT_TRAINING_MODES
+
+    @property
+    def multi_expert(self) -> bool:
+        """Whether prompts may get several expert rows (read from ``expert_list_column``)."""
+        return self.uses_expert_rows and self.max_experts_per_prompt > 1
 
 
 def check_entropy_bonus(config, settings: CalibRLRecipeSettings) -> None:

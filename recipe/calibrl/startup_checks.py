@@ -262,6 +262,14 @@ def check_expert_column(config, settings: CalibRLRecipeSettings) -> None:
                 "data_prep/build_parquet.py (it writes expert_solution), set calibrl.expert_column to your column, "
                 "or run calibrl.mode=grpo."
             )
+        if settings.multi_expert and settings.expert_list_column not in columns:
+            _fail(
+                f"data.train_files[{index}]={path!r} has no column {settings.expert_list_column!r} "
+                f"(calibrl.expert_list_column), which calibrl.max_experts_per_prompt="
+                f"{settings.max_experts_per_prompt} needs. Rebuild the data with data_prep/build_parquet.py "
+                "--max-experts K (it writes expert_solutions), set calibrl.expert_list_column to your list column, "
+                "or set calibrl.max_experts_per_prompt=1."
+            )
 
 
 def check_reward_function(config) -> None:

@@ -39,7 +39,7 @@ class RecordingServer:
                            extra_fields={"global_steps": 3, "min_global_steps": 3, "max_global_steps": 3})  # fmt: skip
 
 
-def _loop(tokenizer, server, response_length=64, n=2):
+def _loop(tokenizer, server, response_length=64, n=2, calibrl=None):
     config = OmegaConf.create(
         {
             "actor_rollout_ref": {
@@ -48,7 +48,7 @@ def _loop(tokenizer, server, response_length=64, n=2):
                 "model": {"path": "unused", "tokenizer_path": "unused"},
             },
             "data": {"tool_config_path": None, "apply_chat_template_kwargs": {}},
-            "calibrl": {"expert_column": "expert_solution"},
+            "calibrl": calibrl or {"expert_column": "expert_solution"},
         }
     )  # fmt: skip
     return CalibRLExpertAgentLoop(
@@ -57,10 +57,10 @@ def _loop(tokenizer, server, response_length=64, n=2):
     )  # fmt: skip
 
 
-def _run(tokenizer, server, session_id, solution=SOLUTION, **loop_kwargs):
+def _run(tokenizer, server, session_id, solution=SOLUTION, row=None, **loop_kwargs):
     """Build the loop inside the event loop (verl's agent loops bind to the running loop) and run one session."""
     kwargs = {"raw_prompt": [{"role": "user", "content": "What is 2 + 2?"}], "session_id": session_id,
-              "global_steps": 4, "expert_solution": solution}  # fmt: skip
+              "global_steps": 4, "expert_solution": solution, **(row or {})}  # fmt: skip
 
     async def run_session():
         return await _loop(tokenizer, server, **loop_kwargs).run({"logprobs": True, "temperature": 1.0}, **kwargs)
@@ -109,3 +109,19 @@ def test_bad_sessions_and_empty_solutions_fail_loudly(tokenizer):
         _run(tokenizer, RecordingServer(), session_id=2, solution="")
     with pytest.raises(ExpertSolutionError, match="only sessions 0..2"):
         _run(tokenizer, RecordingServer(), session_id=3)
+
+
+def test_several_experts_get_one_session_each_in_list_order(tokenizer):
+    """With calibrl.max_experts_per_prompt > 1, session n + j carries solution j of expert_list_column (empty
+    entries skipped, at most the cap); a session past the prompt's experts fails naming the sessions that exist."""
+    second = "<think>Two and two make four.</think><answer>4</answer>"
+    calibrl = {"max_experts_per_prompt": 2, "expert_list_column": "expert_solutions"}
+    row = {"expert_solutions": ["", SOLUTION, second, "<think>x</think><answer>4</answer>"]}
+    server = RecordingServer()
+    for j, text in enumerate([SOLUTION, second]):
+        out = _run(tokenizer, server, session_id=2 + j, row=row, calibrl=calibrl)
+        assert tokenizer.decode(out.response_ids, skip_special_tokens=True) == text
+        assert out.extra_fields[EXPERT_FLAG] is True
+    assert server.calls == 0
+    with pytest.raises(ExpertSolutionError, match="0..3 exist"):
+        _run(tokenizer, server, session_id=4, row=row, calibrl=calibrl)
