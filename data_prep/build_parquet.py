@@ -234,6 +234,17 @@ def _parser() -> argparse.ArgumentParser:
         "flagged expert_pass false) or drop the row (default: %(default)s). e.g. --failing-expert keep",
     )
     checks.add_argument(
+        "--max-experts",
+        type=int,
+        default=1,
+        metavar="K",
+        help="keep up to K expert solutions per prompt: the expert column is read as a list (a string counts as "
+        "one) and an --expert-file keeps every row of an id; each expert is checked like a single one, a rejected "
+        "expert is logged in expert_rejects.jsonl and the others kept, and the kept ones are written to the list "
+        "column expert_solutions (expert_solution = the first). 1 = one expert, schema unchanged "
+        "(default: %(default)s). e.g. --max-experts 2",
+    )
+    checks.add_argument(
         "--skip-expert-check",
         action="store_true",
         help="do not score experts with the reward (status unchecked, expert_pass true). e.g. --skip-expert-check",
@@ -352,6 +363,14 @@ def _parser() -> argparse.ArgumentParser:
         help="share of demo rows generated without an expert (default: %(default)s). "
         "e.g. --demo-missing-expert-ratio 0.1",
     )
+    demo.add_argument(
+        "--demo-experts",
+        type=int,
+        default=defaults.experts_per_row,
+        metavar="K",
+        help="correct expert solutions per demo row, each worded differently (default: %(default)s); build them "
+        "with --max-experts K. e.g. --demo-experts 2 --max-experts 2",
+    )
     return parser
 
 
@@ -377,6 +396,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         expert_file=args.expert_file,
         expert_file_id_col=args.expert_id_col,
         expert_file_col=args.expert_file_col,
+        max_experts=args.max_experts,
         limit=args.limit,
         out_dir=args.out,
         data_source=args.data_source,
@@ -409,6 +429,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             min_side=args.demo_min_side,
             max_side=args.demo_max_side,
             missing_expert_ratio=args.demo_missing_expert_ratio,
+            experts_per_row=args.demo_experts,
         ),
     )
     if args.prompt_template is not None:

@@ -44,6 +44,12 @@ class BuildConfig:
         expert_file_id_col: id column of ``expert_file``. Default ``"id"``.
         expert_file_col: expert column of ``expert_file``. Default None (auto: expert_solution,
             solution, target).
+        max_experts: the most expert solutions kept per prompt. 1 (default): one expert, as released, and the
+            output schema is unchanged. Above 1: the expert column is read as a LIST of solutions (a string counts as
+            one; each element a string, a ``{"content": ...}`` dict or a message), an ``expert_file`` keeps every
+            row of an id (file order) instead of the first; the first ``max_experts`` candidates are each validated
+            like a single expert (a rejected one is logged in ``expert_rejects.jsonl``, the others are kept) and
+            the kept ones go to the list column ``expert_solutions`` (``expert_solution`` = the first kept one).
         limit: stop after this many input rows (smoke runs). Default None (all).
 
     Output
@@ -95,6 +101,7 @@ class BuildConfig:
     expert_file: str | None = None
     expert_file_id_col: str = "id"
     expert_file_col: str | None = None
+    max_experts: int = 1
     limit: int | None = None
 
     out_dir: str | None = None
@@ -164,6 +171,8 @@ class BuildConfig:
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if isinstance(self.max_experts, bool) or not isinstance(self.max_experts, int) or self.max_experts < 1:
+            raise ConfigError(f"--max-experts must be an integer >= 1, got {self.max_experts!r}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         for name, value in (("--min-pixels", self.min_pixels), ("--max-pixels", self.max_pixels)):

@@ -76,6 +76,9 @@ class DemoConfig:
         min_side, max_side: image side range in pixels; sides are multiples of 28. Default 56..112.
         missing_expert_ratio: share of rows generated WITHOUT an expert solution (their groups train
             as plain GRPO). Default 0.0.
+        experts_per_row: expert solutions per row. 1 (default): ``solution`` is a string, as before. Above 1:
+            ``solution`` is a list of that many correct solutions, each worded differently
+            (:func:`expert_solutions`), for ``--max-experts`` builds.
     """
 
     rows: int = 320
@@ -84,6 +87,7 @@ class DemoConfig:
     min_side: int = 56
     max_side: int = 112
     missing_expert_ratio: float = 0.0
+    experts_per_row: int = 1
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the flag when a setting cannot work."""
@@ -103,6 +107,8 @@ class DemoConfig:
             )
         if not 0.0 <= self.missing_expert_ratio <= 1.0:
             raise ValueError(f"--demo-missing-expert-ratio must be in [0, 1], got {self.missing_expert_ratio}")
+        if not 1 <= self.experts_per_row <= 1 + len(EXPERT_WORDINGS):
+            raise ValueError(f"--demo-experts must be in [1, {1 + len(EXPERT_WORDINGS)}], got {self.experts_per_row}")
 
     def sides(self) -> list[int]:
         first = math.ceil(self.min_side / SIDE_MULTIPLE) * SIDE_MULTIPLE
@@ -350,8 +356,33 @@ def expert_solution(problem: Problem) -> str:
     return f"<think>\n{problem.reasoning}\n</think>\n<answer>{problem.answer}</answer>"
 
 
+#: How the demo's extra experts word the same reasoning (expert j > 0 uses wording j - 1): each a correct
+#: solution with the same answer, so the experts differ in their tokens, not in their outcome.
+EXPERT_WORDINGS = (
+    "Let me read the picture carefully before answering. {reasoning} So the answer follows.",
+    "Step by step: {reasoning} I double-checked this against the image.",
+    "{reasoning} Checking once more, nothing in the image contradicts it.",
+)
+
+
+def expert_solutions(problem: Problem, count: int) -> list[str]:
+    """``count`` correct expert trajectories for a problem: the plain one, then :data:`EXPERT_WORDINGS` in order."""
+    texts = [expert_solution(problem)]
+    for wording in EXPERT_WORDINGS[: count - 1]:
+        reasoning = wording.format(reasoning=problem.reasoning)
+        texts.append(f"<think>\n{reasoning}\n</think>\n<answer>{problem.answer}</answer>")
+    return texts
+
+
 def _val_indices(config: DemoConfig) -> set[int]:
     return set(random.Random(f"calibrl-demo-split:{config.seed}").sample(range(config.rows), config.val_rows))
+
+
+def _solution_value(problem: Problem, config: DemoConfig) -> str | list[str]:
+    """One string (the default, byte-identical to before) or a list of ``experts_per_row`` solutions."""
+    if config.experts_per_row == 1:
+        return expert_solution(problem)
+    return expert_solutions(problem, config.experts_per_row)
 
 
 def generate_demo_records(config: DemoConfig) -> Iterator[dict[str, Any]]:
@@ -383,6 +414,6 @@ def generate_demo_records(config: DemoConfig) -> Iterator[dict[str, Any]]:
             "question": problem.question,
             "answer": problem.answer,
             "images": [image],
-            "solution": expert_solution(problem) if has_expert else None,
+            "solution": _solution_value(problem, config) if has_expert else None,
             "split": VAL_SPLIT if index in val else TRAIN_SPLIT,
         }

@@ -73,6 +73,18 @@ def expert_text(value: Any) -> str | None:
     return str(value)
 
 
+def expert_candidates(value: Any) -> list[Any]:
+    """The expert solutions of a ``--max-experts`` row, in order: a list's elements (each later normalised by
+    :func:`expert_text`), a single value as one, nothing for None/NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    if hasattr(value, "tolist") and not isinstance(value, str):  # a numpy array from a parquet list column
+        return list(value.tolist())
+    return [value]
+
+
 def unwrap_boxed_answer(answer: str) -> str:
     """``\\boxed{X}`` -> ``X`` when the whole ground truth is one box (ViRL39K's style); else unchanged."""
     from calibrl_ext.answers import extract_boxed
@@ -125,8 +137,10 @@ class ExpertFile:
         path: the JSONL / JSON / parquet file.
         id_col: its id column; ids are compared as strings.
         text_col: its expert column.
-        by_id: id -> expert text (first occurrence wins).
-        duplicate_ids: ids that appeared more than once (later ones ignored).
+        by_id: id -> expert text (first occurrence wins); with ``multi`` id -> list of every row's value, in file
+            order (several experts per prompt, ``--max-experts``).
+        multi: keep every row of an id instead of the first.
+        duplicate_ids: rows of an id already seen (ignored unless ``multi``).
         used_ids: ids joined onto some input row so far.
     """
 
@@ -134,6 +148,7 @@ class ExpertFile:
     id_col: str
     text_col: str
     by_id: dict[str, Any] = field(default_factory=dict)
+    multi: bool = False
     duplicate_ids: int = 0
     used_ids: set[str] = field(default_factory=set)
 
@@ -180,8 +195,10 @@ def _side_file_records(path: Path, columns: list[str] | None) -> tuple[list[str]
     raise ValueError(f"--expert-file {path}: unsupported extension {suffix!r}; use .jsonl, .json or .parquet")
 
 
-def load_expert_file(path: str | Path, id_col: str, text_col: str | None = None) -> ExpertFile:
+def load_expert_file(path: str | Path, id_col: str, text_col: str | None = None, multi: bool = False) -> ExpertFile:
     """Read a side file of expert solutions into memory (texts only: tens of MB for ~40k experts).
+
+    With ``multi`` every row of an id is kept (a list per id, file order): several experts per prompt.
 
     Raises:
         ValueError / FileNotFoundError: at start-up, naming the file, the missing column and the flag.
@@ -201,12 +218,15 @@ def load_expert_file(path: str | Path, id_col: str, text_col: str | None = None)
             )
     elif text_col not in names:
         raise ValueError(f"--expert-file {path} has no column {text_col!r} (columns: {names}); fix --expert-file-col")
-    experts = ExpertFile(path=path, id_col=id_col, text_col=text_col)
+    experts = ExpertFile(path=path, id_col=id_col, text_col=text_col, multi=multi)
     _, records = _side_file_records(path, [id_col, text_col])
     for record in records:
         if not isinstance(record, dict) or record.get(id_col) is None:
             raise ValueError(f"--expert-file {path}: a record has no {id_col!r} value: {str(record)[:200]}")
         key = str(record[id_col])
+        if multi:
+            experts.by_id.setdefault(key, []).append(record.get(text_col))
+            continue
         if key in experts.by_id:
             experts.duplicate_ids += 1
             continue

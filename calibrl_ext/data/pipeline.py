@@ -16,6 +16,7 @@ Accounting: ``rows_read == sum(rows_written) + sum(rejected)``; the summary asse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -39,6 +40,8 @@ from calibrl_ext.data.writer import ParquetStreamWriter
 logger = logging.getLogger(__name__)
 
 REJECTS_FILE = "rejects.jsonl"
+#: ``--max-experts`` builds: one line per rejected expert (row id ``<row_id>#expert<j>``), reason and fix.
+EXPERT_REJECTS_FILE = "expert_rejects.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
@@ -71,6 +74,9 @@ class BuildSummary:
     experts_overlong: int = 0
     images_resized: int = 0
     expert_file: dict[str, Any] | None = None
+    #: ``--max-experts`` builds only: {max_experts, kept, rejected: {reason: n}, beyond_cap, rejects_path}, counted
+    #: per EXPERT (the row counts above count rows).
+    experts: dict[str, Any] | None = None
     seconds: float = 0.0
 
     @property
@@ -104,6 +110,12 @@ class BuildSummary:
                 f"{self.expert_file['joined']} joined, {self.expert_file['unused']} unused, "
                 f"{self.expert_file['duplicate_ids']} duplicate ids ignored"
             )
+        if self.experts:
+            lines.append(
+                f"  experts (--max-experts {self.experts['max_experts']}): {self.experts['kept']} kept, "
+                f"{sum(self.experts['rejected'].values())} rejected {dict(self.experts['rejected'])} -> "
+                f"{self.experts['rejects_path']}, {self.experts['beyond_cap']} beyond the cap"
+            )
         total_rejected = sum(self.rejected.values())
         lines.append(f"rejected: {total_rejected}" + (f" -> {self.rejects_path}" if total_rejected else ""))
         for reason, count in sorted(self.rejected.items(), key=lambda item: -item[1]):
@@ -131,6 +143,7 @@ def row_settings(config: BuildConfig, keep_cols: tuple[str, ...]) -> RowSettings
         val_ratio=config.val_ratio,
         split_seed=config.split_seed,
         keep_cols=keep_cols,
+        max_experts=config.max_experts,
     )
 
 
@@ -289,7 +302,9 @@ def build(config: BuildConfig) -> BuildSummary:
     experts = None
     if config.expert_file:
         try:
-            experts = expert_lib.load_expert_file(config.expert_file, config.expert_file_id_col, config.expert_file_col)
+            experts = expert_lib.load_expert_file(
+                config.expert_file, config.expert_file_id_col, config.expert_file_col, multi=config.max_experts > 1
+            )
         except (OSError, ValueError) as error:
             raise ConfigError(str(error)) from None
     if config.tokenizer:
@@ -299,14 +314,17 @@ def build(config: BuildConfig) -> BuildSummary:
 
     out_dir = Path(config.resolved_out_dir)
     keep_cols = plans[0].mapping.mapping.keep
-    schema = output_schema(keep_cols)
+    multi_expert = config.max_experts > 1
+    schema = output_schema(keep_cols, multi_expert=multi_expert)
     summary = BuildSummary(out_dir=str(out_dir), rejects_path=str(out_dir / REJECTS_FILE))
     feeder = _RowFeeder(config, plans, experts)
     progress = _progress_bar(config, _total_rows(config, plans))
     router = None
     try:
-        with RejectLog(out_dir / REJECTS_FILE) as rejects:
-            router = _OutputRouter(config, out_dir, schema, rejects, summary)
+        with contextlib.ExitStack() as logs:
+            rejects = logs.enter_context(RejectLog(out_dir / REJECTS_FILE))
+            expert_rejects = logs.enter_context(RejectLog(out_dir / EXPERT_REJECTS_FILE)) if multi_expert else None
+            router = _OutputRouter(config, out_dir, schema, rejects, summary, expert_rejects)
             outcomes = ordered_map(
                 process_chunk, feeder.chunks(), config.num_proc, init_worker, (row_settings(config, keep_cols),)
             )
@@ -315,6 +333,14 @@ def build(config: BuildConfig) -> BuildSummary:
                     router.route(outcome)
                 progress.update(len(chunk))
             summary.rejected = dict(rejects.counts)
+            if expert_rejects is not None:
+                summary.experts = {
+                    "max_experts": config.max_experts,
+                    "kept": router.experts_kept,
+                    "rejected": dict(expert_rejects.counts),
+                    "beyond_cap": router.experts_beyond_cap,
+                    "rejects_path": str(expert_rejects.path),
+                }
         router.close()
     except BaseException:
         if router is not None:
@@ -323,6 +349,9 @@ def build(config: BuildConfig) -> BuildSummary:
     finally:
         progress.close()
 
+    stale_expert_rejects = out_dir / EXPERT_REJECTS_FILE
+    if not multi_expert and stale_expert_rejects.exists():
+        stale_expert_rejects.unlink()  # an earlier --max-experts build's; this build checked one expert per row
     for split in SPLITS:
         stale = out_dir / f"{split}.parquet"
         if split not in router.writers and stale.exists():
@@ -357,8 +386,19 @@ class _OutputRouter:
     """Routes outcomes in input order: rejects to the rejects file, duplicates dropped, rows numbered per
     split and streamed into that split's writer (opened on its first row)."""
 
-    def __init__(self, config: BuildConfig, out_dir: Path, schema, rejects: RejectLog, summary: BuildSummary):
+    def __init__(
+        self,
+        config: BuildConfig,
+        out_dir: Path,
+        schema,
+        rejects: RejectLog,
+        summary: BuildSummary,
+        expert_rejects: RejectLog | None = None,
+    ):
         self.config = config
+        self.expert_rejects = expert_rejects
+        self.experts_kept = 0
+        self.experts_beyond_cap = 0
         self.out_dir = out_dir
         self.schema = schema
         self.rejects = rejects
@@ -370,6 +410,10 @@ class _OutputRouter:
         self.first_seen: dict[bytes, str] = {}
 
     def route(self, outcome: RowOutcome) -> None:
+        if self.expert_rejects is not None:
+            for reject in outcome.expert_rejects:
+                self.expert_rejects.add(reject)
+            self.experts_beyond_cap += outcome.experts_beyond_cap
         if outcome.reject is not None:
             self.rejects.add(outcome.reject)
             return
@@ -391,6 +435,7 @@ class _OutputRouter:
         row["extra_info"]["index"] = self.written[split]
         self.writers[split].write(row, outcome.payload_bytes)
         self.written[split] += 1
+        self.experts_kept += outcome.experts_kept
         self.statuses[split][row["extra_info"]["expert_status"]] += 1
         self.summary.experts_overlong += outcome.expert_overlong
         self.summary.images_resized += outcome.resized_images

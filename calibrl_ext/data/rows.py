@@ -9,6 +9,7 @@ malformed record) pass through unchanged, so outcomes come back in input order w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,7 +21,7 @@ from calibrl_ext.data import experts as expert_lib
 from calibrl_ext.data.images import DIGEST_BYTES, prepare_image
 from calibrl_ext.data.prompts import build_prompt_messages, split_question
 from calibrl_ext.data.rejects import Reject, RejectReason, RowRejected
-from calibrl_ext.data.schema import NOT_COUNTED, REWARD_STYLE, ExpertStatus
+from calibrl_ext.data.schema import EXPERT_LIST_COLUMN, NOT_COUNTED, REWARD_STYLE, ExpertStatus
 from calibrl_ext.data.split import hashed_split, split_from_value
 
 #: ``compute_score`` keyword arguments for the expert check: one math-verify worker per data-prep
@@ -50,6 +51,7 @@ class RowSettings:
     val_ratio: float
     split_seed: int
     keep_cols: tuple[str, ...]
+    max_experts: int = 1
 
 
 @dataclass
@@ -91,6 +93,11 @@ class RowOutcome:
     resized_images: int = 0
     expert_overlong: bool = False
     reject: Reject | None = None
+    #: ``--max-experts`` builds: one reject per expert that failed its checks (the row may still be written),
+    #: experts written, and candidates past the cap (not checked).
+    expert_rejects: list[Reject] = field(default_factory=list)
+    experts_kept: int = 0
+    experts_beyond_cap: int = 0
 
 
 class _WorkerState:
@@ -162,9 +169,9 @@ class ExpertFields:
     failed_text: str = ""
 
 
-def _expert_fields(raw: RawRow, ground_truth: str, data_source: str, settings: RowSettings) -> ExpertFields:
-    """The row's expert after the presence, format and reward checks; :class:`RowRejected` per the policies."""
-    text = expert_lib.expert_text(raw.expert)
+def _expert_fields(value: Any, ground_truth: str, data_source: str, settings: RowSettings) -> ExpertFields:
+    """One expert after the presence, format and reward checks; :class:`RowRejected` per the policies."""
+    text = expert_lib.expert_text(value)
     if text is None:
         if settings.missing_expert == "drop":
             raise RowRejected(RejectReason.MISSING_EXPERT, "the row has no expert solution and --missing-expert drop")
@@ -221,11 +228,15 @@ def process_row(raw: RawRow) -> RowOutcome:
         if not images and not settings.allow_text_only:
             raise RowRejected(RejectReason.NO_IMAGES, "the row has no image")
         messages = build_prompt_messages(raw.question, len(images), settings.template)
-        expert_fields = _expert_fields(raw, ground_truth, raw.data_source, settings)
+        if settings.max_experts > 1:
+            experts = _checked_experts(raw, ground_truth, settings)
+            expert_fields = experts.first
+        else:
+            experts = None
+            expert_fields = _expert_fields(raw.expert, ground_truth, raw.data_source, settings)
         expert = expert_fields.text
-        prompt_tokens = expert_tokens = NOT_COUNTED
-        expert_overlong = False
         counter = _WorkerState.token_counter
+        prompt_tokens = NOT_COUNTED
         if counter is not None:
             prompt_tokens = counter.prompt_tokens(messages, [image.data for image in images])
             if prompt_tokens > settings.max_prompt_length:
@@ -233,17 +244,16 @@ def process_row(raw: RawRow) -> RowOutcome:
                     RejectReason.PROMPT_OVERLONG,
                     f"the prompt is {prompt_tokens} tokens, over --max-prompt-length {settings.max_prompt_length}",
                 )
-            if expert:
-                expert_tokens = counter.expert_tokens(expert)
-                expert_overlong = expert_tokens > settings.max_response_length
-                if expert_overlong and settings.overlong_expert == "reject":
-                    raise RowRejected(
-                        RejectReason.EXPERT_OVERLONG,
-                        f"the expert is {expert_tokens} tokens (with EOS), over --max-response-length "
-                        f"{settings.max_response_length}",
-                    )
+        if experts is None:
+            expert_tokens, expert_overlong = _expert_length(expert, settings)
+        else:
+            expert_tokens, expert_overlong = experts.first_tokens, experts.overlong
     except RowRejected as rejected:
-        return RowOutcome(raw.row_id, reject=Reject(raw.row_id, raw.source, rejected.reason, rejected.message))
+        return RowOutcome(
+            raw.row_id,
+            reject=Reject(raw.row_id, raw.source, rejected.reason, rejected.message),
+            expert_rejects=list(getattr(rejected, "expert_rejects", [])),
+        )
 
     _, question_text = split_question(raw.question)
     digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
@@ -273,7 +283,7 @@ def process_row(raw: RawRow) -> RowOutcome:
         },
         "expert_solution": expert,
     }
-    return RowOutcome(
+    outcome = RowOutcome(
         raw.row_id,
         row=row,
         split=split,
@@ -281,6 +291,98 @@ def process_row(raw: RawRow) -> RowOutcome:
         payload_bytes=sum(len(image.data) for image in images) + len(expert) + len(expert_fields.failed_text),
         resized_images=sum(image.resized for image in images),
         expert_overlong=expert_overlong,
+    )
+    if experts is not None:
+        row[EXPERT_LIST_COLUMN] = experts.texts
+        outcome.payload_bytes += sum(len(text) for text in experts.texts[1:])
+        outcome.expert_rejects = experts.rejects
+        outcome.experts_kept = len(experts.texts)
+        outcome.experts_beyond_cap = experts.beyond_cap
+    return outcome
+
+
+def _expert_length(text: str, settings: RowSettings) -> tuple[int, bool]:
+    """``(tokens with EOS, over --max-response-length)`` of one expert (``NOT_COUNTED`` without a tokenizer);
+    :class:`RowRejected` ``expert_overlong`` with ``--overlong-expert reject``."""
+    counter = _WorkerState.token_counter
+    if counter is None or not text:
+        return NOT_COUNTED, False
+    tokens = counter.expert_tokens(text)
+    overlong = tokens > settings.max_response_length
+    if overlong and settings.overlong_expert == "reject":
+        raise RowRejected(
+            RejectReason.EXPERT_OVERLONG,
+            f"the expert is {tokens} tokens (with EOS), over --max-response-length {settings.max_response_length}",
+        )
+    return tokens, overlong
+
+
+@dataclass
+class CheckedExperts:
+    """The experts of a ``--max-experts`` row after each one's checks.
+
+    Attributes:
+        first: what ``extra_info`` and ``expert_solution`` describe: the first kept expert, else the first checked
+            candidate's outcome (a blanked failing expert), else ``missing``.
+        first_tokens: its token count (``NOT_COUNTED`` without a tokenizer).
+        texts: every kept expert, in input order (``expert_solutions``).
+        rejects: one :class:`Reject` per expert that failed (row id ``<row_id>#expert<j>``, j from 0).
+        beyond_cap: candidates after the first ``max_experts`` (not checked, not written).
+        overlong: some kept expert is over ``--max-response-length`` (kept: the recipe truncates it).
+    """
+
+    first: ExpertFields
+    first_tokens: int
+    texts: list[str]
+    rejects: list[Reject]
+    beyond_cap: int
+    overlong: bool
+
+
+def _checked_experts(raw: RawRow, ground_truth: str, settings: RowSettings) -> CheckedExperts:
+    """Check each of the row's first ``max_experts`` expert candidates like a single expert.
+
+    A candidate that fails a check (format, reward with ``--failing-expert drop``, length with
+    ``--overlong-expert reject``) is rejected alone, with its reason and fix; the others are kept. Empty candidates
+    are no expert. The whole row is rejected only when it would be with one expert: ``missing_expert`` with
+    ``--missing-expert drop`` and no candidate, or every candidate rejected (the first one's reason).
+    """
+    candidates = [value for value in expert_lib.expert_candidates(raw.expert) if expert_lib.expert_text(value)]
+    checked, beyond_cap = candidates[: settings.max_experts], max(len(candidates) - settings.max_experts, 0)
+    if not checked:
+        return CheckedExperts(
+            _expert_fields(None, ground_truth, raw.data_source, settings), NOT_COUNTED, [], [], beyond_cap, False
+        )
+    kept: list[tuple[ExpertFields, int, bool]] = []
+    outcomes: list[ExpertFields] = []
+    rejects: list[Reject] = []
+    for index, value in enumerate(checked):
+        try:
+            fields = _expert_fields(value, ground_truth, raw.data_source, settings)
+            tokens, overlong = _expert_length(fields.text, settings)
+        except RowRejected as rejected:
+            rejects.append(Reject(f"{raw.row_id}#expert{index}", raw.source, rejected.reason, rejected.message))
+            continue
+        outcomes.append(fields)
+        if fields.text:
+            kept.append((fields, tokens, overlong))
+    if not outcomes:
+        first = rejects[0]
+        error = RowRejected(
+            first.reason, f"all {len(checked)} experts were rejected (see expert_rejects.jsonl); first: {first.message}"
+        )
+        error.expert_rejects = rejects  # still logged one by one
+        raise error
+    first, first_tokens = (kept[0][0], kept[0][1]) if kept else (outcomes[0], NOT_COUNTED)
+    blanked = next((fields.failed_text for fields in outcomes if fields.failed_text), "")
+    first = dataclasses.replace(first, failed_text=blanked)  # a blanked failing expert stays visible
+    return CheckedExperts(
+        first=first,
+        first_tokens=first_tokens,
+        texts=[fields.text for fields, _, _ in kept],
+        rejects=rejects,
+        beyond_cap=beyond_cap,
+        overlong=any(overlong for _, _, overlong in kept),
     )
 
 

@@ -15,6 +15,10 @@ One row per prompt (docs/data_prep.md has the table):
   ``--tokenizer``), then every ``--keep-col`` as a string.
 - ``expert_solution`` (str): the expert trajectory e in ``<think>…</think><answer>…</answer>``
   format; ``""`` (never null) when the prompt has none.
+- ``expert_solutions`` (list of str), only in ``--max-experts K`` builds (K > 1): every kept expert, in input
+  order (``[]`` when none); ``expert_solution`` is its first element (or ``""``), so single-expert consumers
+  (the fork kit, ``calibrl.max_experts_per_prompt=1``) read these files unchanged. ``extra_info`` then
+  describes the first expert (its status, pass, tokens).
 
 ``expert_pass`` is what the released code's ``pass_ratio`` column recorded (it used an expert only
 when ``pass_ratio > 0``): True when the expert's answer passes ``calibrl_ext.reward`` against the
@@ -74,10 +78,13 @@ EXTRA_INFO_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 )
 
 EXPERT_COLUMN = "expert_solution"
+#: The list column of ``--max-experts`` builds (the recipe's ``calibrl.expert_list_column`` default).
+EXPERT_LIST_COLUMN = "expert_solutions"
 
 
-def output_schema(keep_cols: tuple[str, ...] | list[str] = ()) -> pa.Schema:
-    """The arrow schema of a train/val parquet; ``keep_cols`` become extra string fields of ``extra_info``."""
+def output_schema(keep_cols: tuple[str, ...] | list[str] = (), multi_expert: bool = False) -> pa.Schema:
+    """The arrow schema of a train/val parquet; ``keep_cols`` become extra string fields of ``extra_info``;
+    ``multi_expert`` (``--max-experts`` > 1) adds the ``expert_solutions`` list column."""
     fixed_names = {name for name, _ in EXTRA_INFO_FIELDS}
     clashes = sorted(set(keep_cols) & fixed_names)
     if clashes:
@@ -93,4 +100,5 @@ def output_schema(keep_cols: tuple[str, ...] | list[str] = ()) -> pa.Schema:
             ("extra_info", extra_info),
             (EXPERT_COLUMN, pa.string()),
         ]
+        + ([(EXPERT_LIST_COLUMN, pa.list_(pa.string()))] if multi_expert else [])
     )

@@ -55,14 +55,23 @@ DEMO_OVERRIDES = (
 )
 
 
-def build_demo_data(data_dir: Path) -> None:
-    if (data_dir / "train.parquet").exists() and (data_dir / "val.parquet").exists():
-        return
-    subprocess.run(
-        [sys.executable, str(REPO_ROOT / "data_prep" / "build_parquet.py"), "--out", str(data_dir)],
-        check=True,
-        cwd=REPO_ROOT,
-    )
+def build_demo_data(data_dir: Path, experts_per_prompt: int = 1) -> None:
+    """Build the demo parquet files into ``data_dir`` unless they are there.
+
+    With ``experts_per_prompt`` > 1 they are built with that many experts per prompt (``--demo-experts K
+    --max-experts K``: the same prompts and ``expert_solution`` as the default build, plus the ``expert_solutions``
+    list column), and rebuilt when an existing build lacks that column.
+    """
+    train, val = data_dir / "train.parquet", data_dir / "val.parquet"
+    if train.exists() and val.exists():
+        import pyarrow.parquet as pq
+
+        if experts_per_prompt == 1 or "expert_solutions" in pq.read_schema(train).names:
+            return
+    command = [sys.executable, str(REPO_ROOT / "data_prep" / "build_parquet.py"), "--out", str(data_dir)]
+    if experts_per_prompt > 1:
+        command += ["--demo-experts", str(experts_per_prompt), "--max-experts", str(experts_per_prompt)]
+    subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
 def prepare_model(data_dir: Path, warm_start: bool, variant: str = "default") -> Path:

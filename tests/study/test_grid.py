@@ -71,6 +71,7 @@ def _write_train_parquet(path):
         "prompt": [[{"role": "user", "content": "1+1?"}], [{"role": "user", "content": "2+2?"}]],
         "reward_model": [{"style": "rule", "ground_truth": "2"}, {"style": "rule", "ground_truth": "4"}],
         "expert_solution": ["<answer>2</answer>", "<answer>4</answer>"],
+        "expert_solutions": [["<answer>2</answer>", "<answer>2.0</answer>"], ["<answer>4</answer>"]],
     }).to_parquet(path)  # fmt: skip
 
 
@@ -103,6 +104,7 @@ def test_every_run_composes_into_a_valid_recipe_config(tmp_path):
         # one validation subset for every run: verl draws it from data.seed, which the seeds must not vary
         assert config.data.seed == preset.data_seed and config.data.shuffle
         assert config.trainer.total_training_steps == preset.steps and config.trainer.val_before_train is True
+        assert settings.max_experts_per_prompt == run.setting.experts
 
 
 def test_resume_refuses_another_preset(tmp_path):
@@ -116,3 +118,23 @@ def test_resume_refuses_another_preset(tmp_path):
     with pytest.raises(StudyConfigError, match="steps"):
         check_or_write_manifest(path, manifest(other, arms, build_runs(other, arms)), "quick")
     assert json.loads(path.read_text())["preset"]["steps"] == preset.steps
+
+
+def test_experts_arm_compares_one_expert_with_several():
+    """experts_per_prompt adds an 'experts' arm group: 1 (the released setting, the same runs as the calibrl arm) and
+    each K, which alone passes calibrl.max_experts_per_prompt=K and gets its own run name; the demo data is built
+    with the largest K; K < 2 or a non-calibrl ablation mode fail naming the field."""
+    preset = apply_overrides(PRESETS["quick"], ["experts_per_prompt=2", "seeds=0"])
+    arms = build_arms(preset)
+    experts = [a for a in arms if a.group == "experts"]
+    assert [a.label for a in experts] == ["1", "2"]
+    released = next(a for a in arms if a.group == "mode" and a.label == "calibrl").setting
+    assert experts[0].setting == released and "calibrl.max_experts_per_prompt=2" in experts[1].setting.overrides()
+    assert not any("max_experts" in o for o in released.overrides()) and released.name().endswith("-l0.1")
+    assert experts[1].setting.name() == released.name() + "-e2"
+    assert len(build_runs(preset, arms)) == len({a.setting for a in arms})
+    assert grid.demo_experts(preset) == 2 and grid.demo_experts(PRESETS["quick"]) == 1
+    assert PRESETS["full"].experts_per_prompt == (2,)
+    for assignments in (["experts_per_prompt=1"], ["experts_per_prompt=2", "ablation_mode=luffy"]):
+        with pytest.raises(StudyConfigError, match="experts_per_prompt"):
+            apply_overrides(PRESETS["quick"], assignments)

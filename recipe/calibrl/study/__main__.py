@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from recipe.calibrl.cpu_demo import build_demo_data, prepare_model
+    from recipe.calibrl.study.grid import demo_experts
     from recipe.calibrl.study.runner import RunAssets, execute_runs
 
     from recipe.calibrl.study.report import budget_line
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[study] preset {args.preset}{changed}: {budget_line(preset.as_dict())}; {len(arms)} arms, {len(runs)} runs "
           f"-> {out}", flush=True)  # fmt: skip
     data_dir = Path(args.data_dir).resolve()
-    build_demo_data(data_dir)
+    build_demo_data(data_dir, experts_per_prompt=demo_experts(preset))
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # warm-start progress on stderr
     assets = RunAssets(data_dir=data_dir, model=prepare_model(data_dir, warm_start=preset.warm_start))
     started = time.monotonic()

@@ -16,7 +16,7 @@ from typing import Any
 from recipe.calibrl.study.presets import ALL, StudyConfigError, StudyPreset
 
 #: Groups of arms, in the order figures and tables show them.
-ARM_GROUPS = ("mode", "activation", "alpha", "lam")
+ARM_GROUPS = ("mode", "activation", "alpha", "lam", "experts")
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,14 @@ class RunSetting:
     activation: str
     alpha: float
     lam: float
+    #: ``calibrl.max_experts_per_prompt``; 1 (the released method) adds nothing to the name or the overrides, so
+    #: the runs of studies made before this field keep their folders.
+    experts: int = 1
 
     def name(self) -> str:
         """A folder-safe name, unique per setting."""
-        return f"{self.mode}-{self.activation}-a{self.alpha:g}-l{self.lam:g}"
+        experts = f"-e{self.experts}" if self.experts != 1 else ""
+        return f"{self.mode}-{self.activation}-a{self.alpha:g}-l{self.lam:g}{experts}"
 
     def overrides(self) -> list[str]:
         loss = "actor_rollout_ref.actor.policy_loss"
@@ -39,6 +43,7 @@ class RunSetting:
             f"{loss}.activation={self.activation}",
             f"{loss}.alpha={self.alpha}",
             f"{loss}.lam={self.lam}",
+            *([f"calibrl.max_experts_per_prompt={self.experts}"] if self.experts != 1 else []),
         ]
 
 
@@ -124,7 +129,17 @@ def build_arms(preset: StudyPreset) -> list[Arm]:
     ]
     arms += [Arm("alpha", f"{a:g}", RunSetting(base.mode, base.activation, float(a), base.lam)) for a in preset.alphas]
     arms += [Arm("lam", f"{lam:g}", RunSetting(base.mode, base.activation, base.alpha, float(lam))) for lam in preset.lams]
+    if preset.experts_per_prompt:  # one expert (the baseline run, shared with the calibrl arm) against several
+        arms += [
+            Arm("experts", str(k), RunSetting(base.mode, base.activation, base.alpha, base.lam, experts=k))
+            for k in (1, *preset.experts_per_prompt)
+        ]
     return arms
+
+
+def demo_experts(preset: StudyPreset) -> int:
+    """Expert solutions per prompt the study's demo data needs (the largest ``experts_per_prompt``, else 1)."""
+    return max(preset.experts_per_prompt, default=1)
 
 
 def build_runs(preset: StudyPreset, arms: list[Arm]) -> list[RunSpec]:

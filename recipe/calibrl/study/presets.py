@@ -35,6 +35,9 @@ class StudyPreset:
             value of ``calibrl_ext.core.ACTIVATIONS``; ``()`` = no ablation).
         alphas: ``policy_loss.alpha`` values (LeakyReLU slope), swept at the default lambda; ``()`` = no sweep.
         lams: ``policy_loss.lam`` values (lambda), swept at the default alpha; ``()`` = no sweep.
+        experts_per_prompt: ``calibrl.max_experts_per_prompt`` values > 1 compared with one expert, in
+            ``ablation_mode`` (which must then be ``calibrl``); the demo data is built with that many differently
+            worded correct experts per prompt (``--demo-experts K --max-experts K``). ``()`` = no such arm.
         seeds: seeds of every arm; a seed sets ``actor_rollout_ref.rollout.seed`` (sampling) and
             ``calibrl.schedule_seed``. The model, its warm start, the prompt order and the validation subset are the
             same for every seed (``data_seed``).
@@ -67,6 +70,7 @@ class StudyPreset:
     activations: tuple[str, ...] = (ALL,)
     alphas: tuple[float, ...] = ()
     lams: tuple[float, ...] = ()
+    experts_per_prompt: tuple[int, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     data_seed: int = 0
     steps: int = 8
@@ -100,8 +104,12 @@ class StudyPreset:
             fail("learning_rate", "must be > 0")
         if not (self.run_timeout_s > 0):
             fail("run_timeout_s", "must be > 0 seconds")
-        if not (self.modes or self.activations or self.alphas or self.lams):
-            fail("modes", "the study has no arm: set modes, activations, alphas or lams")
+        if not (self.modes or self.activations or self.alphas or self.lams or self.experts_per_prompt):
+            fail("modes", "the study has no arm: set modes, activations, alphas, lams or experts_per_prompt")
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 2 for k in self.experts_per_prompt):
+            fail("experts_per_prompt", "must be integers >= 2 (the one-expert baseline is the calibrl arm)")
+        if self.experts_per_prompt and self.ablation_mode != "calibrl":
+            fail("experts_per_prompt", "needs ablation_mode=calibrl (luffy / rlplus take one expert row per group)")
 
     def as_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
@@ -121,11 +129,12 @@ PRESETS: dict[str, StudyPreset] = {
     ),
     # The paper's comparisons with more seeds and steps, and the alpha / lambda sweep around the released values.
     "full": StudyPreset(
-        description="every mode and activation, alpha and lambda sweeps, 5 seeds, 24 steps",
+        description="every mode and activation, alpha and lambda sweeps, 2 experts per prompt, 5 seeds, 24 steps",
         modes=(ALL,),
         activations=(ALL,),
         alphas=(0.0, 0.25, 0.5, 1.0),
         lams=(0.0, 0.05, 0.1, 0.2),
+        experts_per_prompt=(2,),
         seeds=(0, 1, 2, 3, 4),
         steps=24,
         val_every=4,
@@ -145,7 +154,7 @@ def _parse_value(name: str, raw: str, default):
             return tuple(raw.split())
         if isinstance(default, tuple):
             items = [item.strip() for item in raw.split(",") if item.strip()]
-            if name in ("seeds",):
+            if name in ("seeds", "experts_per_prompt"):
                 return tuple(int(item) for item in items)
             if name in ("alphas", "lams"):
                 return tuple(float(item) for item in items)
