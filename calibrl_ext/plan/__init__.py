@@ -18,13 +18,14 @@ __all__ = [
 
 
 def extra_rows_per_group(config) -> int:
-    """1 when the run's mode puts an expert row into each group (the actor computes its log-probs in every expert
-    mode, and trains on it in luffy / rlplus), else 0."""
-    mode = str((config.get("calibrl", None) or {}).get("mode", "grpo"))
+    """Expert rows per group the run's mode adds: ``calibrl.max_experts_per_prompt`` (1 as released) in the expert
+    modes (the actor computes their log-probs, and trains on the one expert row in luffy / rlplus), else 0."""
+    section = config.get("calibrl", None) or {}
+    mode = str(section.get("mode", "grpo"))
     try:
         from recipe.calibrl.settings import EXPERT_MODES
 
-        return int(mode in EXPERT_MODES)
+        return int(section.get("max_experts_per_prompt", 1) or 1) if mode in EXPERT_MODES else 0
     except ImportError:  # the planner used outside the repo's recipe
         return int(mode != "grpo")
 

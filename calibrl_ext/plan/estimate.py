@@ -138,7 +138,8 @@ def plan_memory(config, shape: ModelShape, settings: PlannerSettings, rows_per_g
     """Estimate the per-GPU memory of ``config`` (a composed verl/recipe config) for ``shape``.
 
     Args:
-        rows_per_group_extra: rows added to each group besides the n rollouts (1 in the expert-row modes, else 0).
+        rows_per_group_extra: rows added to each group besides the n rollouts (the expert rows: 1, or
+            ``calibrl.max_experts_per_prompt``, in the expert-row modes; else 0).
     """
     arc = config.actor_rollout_ref
     world = int(_get(config, "trainer.n_gpus_per_node", 1)) * int(_get(config, "trainer.nnodes", 1))

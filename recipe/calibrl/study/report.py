@@ -35,7 +35,13 @@ FINAL_COLUMNS = (
     ("final_entropy", "final entropy"),
     ("mean_step_time_s", "step s"),
 )
-GROUP_TITLES = {"mode": "calibrl.mode", "activation": "activation", "alpha": "alpha", "lam": "lambda", "experts": "experts per prompt"}
+GROUP_TITLES = {
+    "mode": "calibrl.mode",
+    "activation": "activation",
+    "alpha": "alpha",
+    "lam": "lambda",
+    "experts": "experts per prompt",
+}
 FIGURE_DPI = 110
 
 
