@@ -133,3 +133,19 @@ def test_demo_with_two_experts_is_byte_deterministic(tmp_path):
         first, second = row["expert_solutions"]
         assert first != second and first.split("<answer>")[1] == second.split("<answer>")[1]
     json.dumps(summary.to_dict())  # the summary stays JSON-serialisable
+
+
+def test_study_demo_data_gains_the_expert_list_without_changing_the_one_expert_data(tmp_path):
+    """build_demo_data (make demo, the study) with 2 experts per prompt rebuilds a one-expert build that lacks
+    expert_solutions; prompts, images and expert_solution are those of the one-expert build."""
+    from recipe.calibrl.cpu_demo import build_demo_data
+
+    build_demo_data(tmp_path, experts_per_prompt=1)
+    before = pq.read_table(tmp_path / "train.parquet")
+    assert "expert_solutions" not in before.schema.names
+    build_demo_data(tmp_path, experts_per_prompt=2)
+    after = pq.read_table(tmp_path / "train.parquet")
+    assert [len(v) for v in after.column("expert_solutions").to_pylist()] == [2] * after.num_rows
+    for name in before.schema.names:
+        assert after.column(name).equals(before.column(name)), name
+    assert after.column("expert_solution").to_pylist() == [v[0] for v in after.column("expert_solutions").to_pylist()]
