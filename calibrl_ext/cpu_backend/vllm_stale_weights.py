@@ -6,7 +6,7 @@ pushed weight bucket) by a no-op in that process. A run opts in by listing it af
 imports in every process, vLLM's worker processes included (they import verl for the worker extension).
 
 Why it exists: the vLLM e2e test's weight-push check (``training/rollout_probs_diff_*`` small) must be shown able
-to fail; this is the stale rollout it must catch (tests/vllm/test_e2e_vllm_grpo.py). It is the vLLM counterpart
+to fail; this is the stale rollout it must catch (tests/vllm/test_e2e_vllm_calibrl.py). It is the vLLM counterpart
 of the hf backend's ``engine_kwargs.hf.debug_skip_weight_sync``.
 """
 

@@ -1,8 +1,11 @@
 """CalibRL through verl's real v1 trainer on the CPU backend (tiny random Qwen2.5-VL, demo data with images).
 
 Runs share the set-up (module-scoped): CalibRL on 2 training processes with a KL reference model and a keep
-probability (so some groups have no expert), resumed from its checkpoint for a third step, and LUFFY for one step
-in 3 parameter-sync parts (after a start-up refusal of a micro-batch size that does not divide its mini-batch).
+probability (so some groups have no expert), resumed from its checkpoint for a third step, LUFFY for one step
+in 3 parameter-sync parts (after a start-up refusal of a micro-batch size that does not divide its mini-batch), and
+CalibRL on a tiny InternVL3 on 2 training processes with image, two-image and text-only prompts (this run also
+carries what the stock-GRPO InternVL3 run of tests/cpu_backend pinned; stock GRPO on InternVL3 runs through vLLM
+in tests/vllm/test_internvl_vllm_e2e.py).
 """
 
 from pathlib import Path
@@ -281,21 +284,95 @@ def test_luffy_step_metrics_are_on_policy_and_count_the_whole_step(luffy_run):
     assert m["calibrl/groups_with_expert_solution"] == PROMPTS_PER_STEP and m["calibrl/expert_kept_rate"] == 1.0
 
 
-def test_calibrl_recipe_runs_on_tiny_internvl3(assets):
-    """The InternVL3-8B recipe's path (HF-native InternVL3 with images, expert rows through the same prompt path)
-    trains one CalibRL step on the CPU backend with a tiny InternVL3."""
-    from calibrl_ext.cpu_backend.launcher import is_finite_number, run_verl
+#: rollout-vs-actor probability difference of a synced run on the HF backend (~1e-9 measured): removing the pixels
+#: from the actor's forward moves InternVL3's log-probs by more than 1e-3 (tests/cpu_backend/test_internvl.py), so
+#: this bound also shows that the actor saw the same images as the rollout server.
+SYNCED_MAX_DIFF = 1e-5
+#: Every TEXT_ONLY_EVERY-th training prompt of the InternVL3 run (index % k == k - 1) has its images removed.
+TEXT_ONLY_EVERY = 3
+
+
+def _make_some_prompts_text_only(src: Path, dst: Path, every: int = TEXT_ONLY_EVERY) -> list[int]:
+    """Copy ``src`` to ``dst`` with the images (and their placeholders) of every ``every``-th prompt removed;
+    returns the indices of the text-only rows."""
+    import pandas as pd
+
+    frame = pd.read_parquet(src)
+    text_only = [i for i in range(len(frame)) if i % every == every - 1]
+    for i in text_only:
+        frame.at[i, "images"] = []
+        messages = [dict(m) for m in frame.at[i, "prompt"]]
+        messages[0]["content"] = messages[0]["content"].replace("<image>", "")
+        frame.at[i, "prompt"] = messages
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(dst)
+    return text_only
+
+
+@pytest.fixture(scope="module")
+def internvl3_run(assets):
+    """CalibRL on the tiny HF-native InternVL3 (the InternVL3-8B recipe's path): 2 processes (FSDP ranks, each with
+    its own rollout server), 2 steps in data order, validation after the last; prompts with two images, one image
+    and none (every 3rd), so some micro-batches have no image on one rank while the other rank's have."""
+    import shutil
+
+    from calibrl_ext.cpu_backend.launcher import run_verl
+    from calibrl_ext.cpu_backend.overrides import CpuRunShape
     from calibrl_ext.tiny_models import cached_tiny_model
 
     root, data_dir, _ = assets
     out = root / "internvl3"
+    mixed = out / "data"
+    text_only = _make_some_prompts_text_only(data_dir / "train.parquet", mixed / "train.parquet")
+    shutil.copy(data_dir / "val.parquet", mixed / "val.parquet")
     run = run_verl(
-        _overrides(data_dir, cached_tiny_model("internvl3"), out, "trainer.total_training_steps=1",
-                   "trainer.save_freq=-1", "trainer.test_freq=-1"),
-        metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
+        _overrides(mixed, cached_tiny_model("internvl3"), out, "data.shuffle=False", "trainer.total_training_steps=2",
+                   "trainer.save_freq=-1", "trainer.test_freq=2"),
+        metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900, shape=CpuRunShape(n_procs=2),
     )  # fmt: skip
     run.raise_for_status()
-    m = run.by_step()[1]
-    assert m["calibrl/expert_rows"] == PROMPTS_PER_STEP and m["actor/expert_rows_seen"] == 0
-    assert is_finite_number(m["actor/calibration_loss"]) and m["training/rollout_probs_diff_max"] < 1e-3
-    assert "Error in _run_prompt" not in run.log_path.read_text(errors="replace")
+    return run, text_only
+
+
+def test_calibrl_recipe_runs_on_tiny_internvl3(internvl3_run):
+    """The InternVL3-8B recipe's path (HF-native InternVL3 with images, expert rows through the same prompt path)
+    trains CalibRL on the CPU backend with a tiny InternVL3 on 2 ranks: both steps complete with finite reward,
+    entropy, loss and a non-zero gradient; every group has its expert row and none enters the update; the
+    validation pass reports accuracy."""
+    from calibrl_ext.cpu_backend.launcher import is_finite_number
+
+    run, text_only = internvl3_run
+    assert any(i < 2 * PROMPTS_PER_STEP for i in text_only)  # the trained batches held text-only prompts
+    assert run.steps() == [1, 2]
+    for step in (1, 2):
+        m = run.by_step()[step]
+        assert m["calibrl/expert_rows"] == PROMPTS_PER_STEP and m["actor/expert_rows_seen"] == 0, step
+        for key in ("actor/calibration_loss", "critic/score/mean", "actor/entropy", "actor/pg_loss", "actor/grad_norm"):
+            assert is_finite_number(m[key]), (step, key)
+        assert m["actor/grad_norm"] > 0, step
+    validation = {k: v for k, v in run.by_step()[2].items() if k.startswith("val-core/")}
+    assert validation and all(is_finite_number(v) for v in validation.values()), validation
+
+
+def _live_pids_in_session(session_id: int) -> list[int]:
+    """Processes whose session id is ``session_id``, from ``ps`` (independent of the launcher's psutil scan)."""
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    return [int(pid) for pid, sid, stat in rows if int(sid) == session_id and not stat.startswith("Z")]
+
+
+def test_internvl3_groups_survive_and_the_actor_sees_the_images(internvl3_run):
+    """No rollout group is dropped by the agent loop (every prompt's n rollouts reach the update), and rollout
+    log-probs (computed by the server with the pixels) equal the actor's at both steps, step 2 after an update, so
+    the actor's forward received the same pixels; ps finds nothing left in the run's session."""
+    run, _ = internvl3_run
+    log = run.log_path.read_text(errors="replace")
+    assert "Error in _run_prompt" not in log and "Number of image placeholders" not in log
+    assert "No model-specific Continuous Token builder" not in log
+    for step in (1, 2):
+        assert run.by_step()[step]["calibrl/update_rows"] == PROMPTS_PER_STEP * N_ROLLOUTS, step
+    diffs = run.values("training/rollout_probs_diff_max")
+    assert len(diffs) == 2 and max(diffs) < SYNCED_MAX_DIFF, diffs
+    assert run.leftover_pids == [] and _live_pids_in_session(run.session_id) == []
