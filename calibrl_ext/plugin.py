@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 #: Modules whose import registers something with verl, in dependency order.
 REGISTRATION_MODULES: tuple[str, ...] = (
     "calibrl_ext.verl_fixes",  # fixes of verl 0.9.1 bugs on every platform (equal-length mRoPE position_ids)
+    "calibrl_ext.vision_freeze",  # verl's actor.freeze_vision_tower, which verl 0.9.1's FSDP engine ignores
     "calibrl_ext.verl_losses",  # policy losses: calibrl, luffy, rlplus
     "calibrl_ext.verl_advantage",  # advantage estimator: calibrl
     "calibrl_ext.cpu_backend.register",  # CPU platform "cpu", rollout backend "hf" (used only when selected)
