@@ -2,7 +2,7 @@
 
 Two runs (module-scoped, shared by the assertions), tiny random Qwen2.5-VL, one training process:
 
-1. LoRA rank 4 on every linear layer of the language model (the launch scripts' exclusion keeps the vision tower
+1. LoRA rank 4 (and verl's ``freeze_vision_tower`` on) on every linear layer of the language model (the launch scripts' exclusion keeps the vision tower
    out), 2 steps on the SAME 3 prompts (``data.train_max_samples=3``, no shuffle), checkpoint at step 2. The hf
    rollout server receives what verl's engine sends: the base weights once, then the adapter tensors and the
    PEFT config after every update.
@@ -31,6 +31,10 @@ SYNCED_MAX_DIFF = 1e-4
 #: ... and required with a stale one (the adapter moved by an lr 5e-2 update).
 STALE_MIN_DIFF = 1e-3
 SKIP_PUSH = "+actor_rollout_ref.rollout.engine_kwargs.hf.debug_skip_weight_sync=True"
+#: verl's frozen-tower key, on in the first run: under LoRA it changes no weight (PEFT freezes every base weight), but
+#: the run shows calibrl_ext.vision_freeze acting inside verl's real actor worker (tests/core/test_vision_freeze.py
+#: proves the freeze itself on an optimizer step).
+FROZEN_TOWER = "actor_rollout_ref.actor.freeze_vision_tower=True"
 
 
 def _overrides(data_dir: Path, model: Path, out: Path, *extra: str) -> list[str]:
@@ -75,7 +79,7 @@ def lora_runs(tmp_path_factory):
     model = cached_tiny_model("qwen2_5_vl")
     out = root / "run"
     first = run_verl(
-        _overrides(data_dir, model, out, "trainer.total_training_steps=2", "trainer.save_freq=2"),
+        _overrides(data_dir, model, out, "trainer.total_training_steps=2", "trainer.save_freq=2", FROZEN_TOWER),
         metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=600,
     )  # fmt: skip
     first.raise_for_status()
@@ -90,7 +94,8 @@ def lora_runs(tmp_path_factory):
 
 def test_lora_trains_and_the_rollout_serves_the_adapter(lora_runs):
     """Both LoRA steps complete with finite losses and expert rows; the rollout pushed the base once and the adapter
-    after every update (log lines), and its log-probs match the LoRA actor's on every step (synced weights)."""
+    after every update (log lines), and its log-probs match the LoRA actor's on every step (synced weights). The
+    frozen-tower key reached the actor worker's model build."""
     from calibrl_ext.cpu_backend.launcher import is_finite_number
 
     first, _, _ = lora_runs
@@ -101,7 +106,8 @@ def test_lora_trains_and_the_rollout_serves_the_adapter(lora_runs):
             assert is_finite_number(m[key]), key
         assert m["actor/grad_norm"] > 0
         assert m["training/rollout_probs_diff_max"] < SYNCED_MAX_DIFF
-    log = first.log_path.read_text()
+    log = first.log_path.read_text(errors="replace")
+    assert "actor_rollout_ref.actor.freeze_vision_tower: froze" in log  # the key reached verl's actor worker
     assert log.count("LoRA base tensors") == 1
     assert log.count("LoRA adapter tensors") >= 3  # the initial sync and one after each of the 2 updates
 
@@ -122,6 +128,7 @@ def test_resume_restores_the_adapter_and_skipping_the_push_desyncs(lora_runs):
     _, resumed, out = lora_runs
     assert (out / "checkpoints" / "global_step_2").is_dir()
     assert resumed.steps() == [3, 4]
+    assert "global_step_2" in resumed.log_path.read_text(errors="replace")
     steps = resumed.by_step()
     assert steps[3]["training/rollout_probs_diff_max"] < SYNCED_MAX_DIFF
     assert steps[4]["training/rollout_probs_diff_max"] > STALE_MIN_DIFF
