@@ -118,8 +118,8 @@ def test_thirty_two_b_script_fits_its_stated_hardware():
         assert config.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 3072
         plan = plan_memory(config, shape, PlannerSettings(gpu_memory_gib=80))
         assert plan.fits, plan.report()
-    earlier = compose_script(EXAMPLES / "run_qwen25vl_32b.sh",
-                             env={"MODE": "calibrl", "ULYSSES_SP": "2", "PPO_MAX_TOKEN_LEN_PER_GPU": "24576"})  # fmt: skip
+    earlier_env = {"MODE": "calibrl", "ULYSSES_SP": "2", "PPO_MAX_TOKEN_LEN_PER_GPU": "24576"}
+    earlier = compose_script(EXAMPLES / "run_qwen25vl_32b.sh", env=earlier_env)
     assert not plan_memory(earlier, shape, PlannerSettings(gpu_memory_gib=80)).fits
 
 
