@@ -3,9 +3,9 @@
 Two runs (module-scoped, shared by the assertions), tiny random Qwen2.5-VL, one training process:
 
 1. LoRA rank 4 on every linear layer of the language model (the launch scripts' exclusion keeps the vision tower
-   out; verl's ``freeze_vision_tower`` on), 2 steps on the SAME 3 prompts (``data.train_max_samples=3``, no shuffle), checkpoint at step 2. The hf
-   rollout server receives what verl's engine sends: the base weights once, then the adapter tensors and the
-   PEFT config after every update.
+   out; verl's ``freeze_vision_tower`` on), 2 steps on the SAME 3 prompts (``data.train_max_samples=3``, no
+   shuffle), checkpoint at step 2. The hf rollout server receives what verl's engine sends: the base weights once,
+   then the adapter tensors and the PEFT config after every update.
 2. Resumed from that checkpoint for steps 3 and 4 with the push skipped after the resume's first sync round (the
    negative control): step 3 still runs on the synced adapter, step 4 on a stale one.
 """
