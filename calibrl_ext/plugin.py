@@ -27,6 +27,9 @@ REGISTRATION_MODULES: tuple[str, ...] = (
     "calibrl_ext.verl_losses",  # policy losses: calibrl, luffy, rlplus
     "calibrl_ext.verl_advantage",  # advantage estimator: calibrl
     "calibrl_ext.cpu_backend.register",  # CPU platform "cpu", rollout backend "hf" (used only when selected)
+    # verl's actor.freeze_vision_tower, which verl 0.9.1's FSDP engine ignores. After the platform registration:
+    # importing verl's FSDP engine asks the platform for its device name.
+    "calibrl_ext.vision_freeze",
     "calibrl_ext.internvl",  # InternVL3 (HF-native): verl's processor whitelist and agent-loop image inputs
     "recipe.calibrl.expert_agent_loop",  # agent loop: calibrl_expert (expert row of a training group)
     "recipe.calibrl.calibrl_trainer",  # trainer: trainer.v1.trainer_mode=calibrl

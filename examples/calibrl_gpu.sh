@@ -93,6 +93,16 @@ if [ "$LORA_RANK" -gt 0 ]; then
   )
 fi
 # ---- end LoRA ----
+# ---- frozen vision tower: FREEZE_VISION_TOWER=1 trains the language model only (verl's
+# actor_rollout_ref.actor.freeze_vision_tower, which calibrl_ext.vision_freeze makes the FSDP engine honour; for
+# Qwen2.5-VL the tower includes its patch merger). Default 0, as released (the whole model trains). Under LoRA the
+# tower is frozen either way (excluded from the adapters above). ----
+FREEZE_VISION_TOWER=${FREEZE_VISION_TOWER:-0}
+case "$FREEZE_VISION_TOWER" in
+  1|true|True) FREEZE_VISION_TOWER=True ;;
+  0|false|False) FREEZE_VISION_TOWER=False ;;
+  *) die "FREEZE_VISION_TOWER must be 0 or 1, got $FREEZE_VISION_TOWER" ;;
+esac
 
 exec "$PYTHON" -m recipe.calibrl.main_calibrl \
   calibrl.mode="$MODE" \
@@ -106,6 +116,7 @@ exec "$PYTHON" -m recipe.calibrl.main_calibrl \
   actor_rollout_ref.model.use_remove_padding=True \
   actor_rollout_ref.model.enable_gradient_checkpointing=True \
   actor_rollout_ref.actor.optim.lr="$LR" \
+  actor_rollout_ref.actor.freeze_vision_tower="$FREEZE_VISION_TOWER" \
   actor_rollout_ref.actor.ppo_mini_batch_size="$PPO_MINI_BATCH_SIZE" \
   actor_rollout_ref.actor.use_dynamic_bsz=True \
   actor_rollout_ref.actor.ppo_max_token_len_per_gpu="$PPO_MAX_TOKEN_LEN_PER_GPU" \

@@ -33,19 +33,18 @@ SERVER_NAME_TEMPLATE = "hf_server_{replica_rank}_{node_rank}"
 class HFServerAdapter(BaseRollout):
     """Pushes the actor's weights into the replica's :class:`~calibrl_ext.cpu_backend.hf_server.HFRolloutServer`.
 
+    LoRA follows verl's adapter path (``model.lora.merge`` False, the default): the first sync sends the base
+    weights (``rollout.load_format=dummy``, the default) and then the adapter tensors with the PEFT config;
+    later syncs send the adapter only. With ``model.lora.merge=True`` verl sends merged full weights.
+
     With the engine option ``debug_skip_weight_sync`` the adapter drains the generator but sends nothing after
-    the first push (the negative control of the weight-sync test: rollout and actor log-probs drift apart).
+    the first sync round (the negative control of the weight-sync test: rollout and actor log-probs drift apart).
     """
 
     def __init__(self, config: Any, model_config: Any, device_mesh: Any = None, replica_rank: int = -1, **kwargs):
         super().__init__(config, model_config, device_mesh)
         # Parsed here too, so a bad engine option fails when the workers start, before any server exists.
         self.options = HFEngineOptions.from_engine_kwargs(self.config.engine_kwargs)
-        if getattr(self.model_config, "lora_rank", 0) and self.model_config.lora_rank > 0:
-            raise ValueError(
-                "actor_rollout_ref.model.lora_rank > 0: the hf CPU rollout backend serves full weights only; "
-                "set lora_rank=0 for the CPU dry run"
-            )
         rank = int(os.environ.get("RANK", "0"))
         self.rollout_world_size = (
             self.config.tensor_model_parallel_size
@@ -55,7 +54,9 @@ class HFServerAdapter(BaseRollout):
         self.replica_rank = replica_rank if replica_rank >= 0 else rank // self.rollout_world_size
         self.is_leader = rank % self.rollout_world_size == 0
         self._server = None
-        self._pushes = 0
+        # Completed sync rounds. A LoRA round is two calls when the server has no base weights yet (base, then
+        # adapter); the negative control skips every push after the first ROUND.
+        self._rounds = 0
 
     def _server_handle(self):
         # The server is created by the replica AFTER the workers build their adapters: look it up lazily.
@@ -82,25 +83,41 @@ class HFServerAdapter(BaseRollout):
                 f"hf rollout backend: wire_format={wire_format!r} is not supported; keep "
                 "actor_rollout_ref.rollout.checkpoint_engine.backend=naive"
             )
-        if kwargs.get("peft_config") is not None and not kwargs.get("base_sync_done", True):
-            raise ValueError("hf rollout backend: LoRA adapter-only weight sync is not supported")
+        peft_config = kwargs.get("peft_config")
+        base_sync_done = bool(kwargs.get("base_sync_done", True))
+        # verl's three cases (engine_workers.update_weights): peft_config None -> full weights (no LoRA, or LoRA
+        # merged: model.lora.merge=True); peft_config and not base_sync_done -> the base weights, named with
+        # PEFT's ``.base_layer`` infix; peft_config and base_sync_done -> the adapter tensors only.
+        adapter_only = peft_config is not None and base_sync_done
+        ends_round = peft_config is None or base_sync_done
         started = time.perf_counter()
-        push = self.is_leader and not (self.options.debug_skip_weight_sync and self._pushes > 0)
+        push = self.is_leader and not (self.options.debug_skip_weight_sync and self._rounds > 0)
         state_dict: dict[str, torch.Tensor] = {}
         async for name, tensor in ensure_async_iterator(weights):  # every rank drains: each item is a collective
             if push:
                 state_dict[name] = tensor.detach().to("cpu", copy=True)
-        if push:
+        if push and adapter_only:
+            await self._server_handle().load_lora_adapter.remote(
+                state_dict, _transportable(peft_config), global_steps=global_steps
+            )
+        elif push:
             await self._server_handle().load_weights.remote(state_dict, global_steps=global_steps)
         elif self.is_leader and global_steps is not None:
             await self._server_handle().set_global_steps.remote(global_steps)
-        self._pushes += 1
+        if ends_round:
+            self._rounds += 1
         if self.is_leader:
             logger.info(
-                "hf rollout: %s %d tensors to replica %d (global_steps=%s) in %.3f s",
+                "hf rollout: %s %d %s tensors to replica %d (global_steps=%s) in %.3f s",
                 "pushed" if push else "skipped pushing",
                 len(state_dict),
+                "LoRA adapter" if adapter_only else ("LoRA base" if peft_config is not None else "full"),
                 self.replica_rank,
                 global_steps,
                 time.perf_counter() - started,
             )
+
+
+def _transportable(peft_config: Any) -> Any:
+    """The adapter config as a plain dict (``peft.LoraConfig.to_dict()``), as verl's sglang path serialises it."""
+    return peft_config.to_dict() if hasattr(peft_config, "to_dict") else dict(peft_config)

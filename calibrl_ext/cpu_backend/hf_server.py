@@ -357,22 +357,76 @@ class HFRolloutServer:
 
         Every model parameter must be present except tied aliases (``lm_head.weight`` of a tied embedding);
         an unknown name means actor and server hold different classes, which is an error, not a skip.
+        Names may carry PEFT's ``.base_layer`` infix (verl's first LoRA sync sends the base weights that way,
+        ``verl.utils.fsdp_utils.replace_lora_wrapper``); they load into the base layers, whether or not the
+        served model already holds an adapter.
         """
         async with self._lock:
-            expected = set(self.model.state_dict())
-            unexpected = sorted(set(state_dict) - expected)
-            missing = sorted(expected - set(state_dict) - _tied_aliases(self.model))
+            targets = _base_weight_names(self.model)
+            incoming = {_strip_base_layer(name): name for name in state_dict}
+            unexpected = sorted(set(incoming) - set(targets))
+            aliases = {_strip_base_layer(name) for name in _tied_aliases(_unwrapped(self.model))}
+            missing = sorted(set(targets) - set(incoming) - aliases)
             if unexpected or missing:
                 raise RuntimeError(
                     f"hf rollout server: weight names from the actor do not match {type(self.model).__name__}: "
                     f"{len(unexpected)} unexpected (first {unexpected[:3]}), {len(missing)} missing "
                     f"(first {missing[:3]}). Actor and rollout must load the same checkpoint class."
                 )
+            renamed = {targets[clean]: state_dict[name] for clean, name in incoming.items()}
             with torch.no_grad():
-                self.model.load_state_dict(state_dict, strict=False)
+                _unwrapped(self.model).load_state_dict(renamed, strict=False)
             if global_steps is not None:
                 self.global_steps = int(global_steps)
         return len(state_dict)
+
+    async def load_lora_adapter(
+        self, adapter_tensors: dict[str, torch.Tensor], peft_config: Any, global_steps: Optional[int] = None
+    ) -> int:
+        """Serve the actor's LoRA adapter on top of the base weights (verl's adapter sync, ``base_sync_done``).
+
+        As verl's vLLM worker does (``remove_lora`` then ``add_lora`` with the tensors and the PEFT config), the
+        previous adapter is replaced as a whole: on the first call the served model is wrapped with PEFT using
+        ``peft_config`` (a ``peft.LoraConfig`` or its dict), then every call loads all adapter tensors.
+
+        Args:
+            adapter_tensors: ``get_peft_model_state_dict`` of the actor's PeftModel, e.g.
+                ``base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight`` (r, in).
+            peft_config: the actor's adapter config; a different rank / alpha / target set than the adapter already
+                served is an error (vLLM's ``max_lora_rank`` is fixed at launch too).
+        Returns:
+            the number of adapter tensors loaded.
+        """
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft.utils.save_and_load import get_peft_model_state_dict, set_peft_model_state_dict
+
+        config = _lora_config(peft_config, LoraConfig)
+        async with self._lock:
+            if not isinstance(self.model, PeftModel):
+                self.model = get_peft_model(self.model, config)
+                self.model.eval()
+                self._forward_params = set(inspect.signature(self.model.get_base_model().forward).parameters)
+                self._lora_signature = _lora_signature(config)
+            elif _lora_signature(config) != self._lora_signature:
+                raise RuntimeError(
+                    f"hf rollout server: the actor's LoRA config changed from {self._lora_signature} to "
+                    f"{_lora_signature(config)} during the run; restart the run to serve a different adapter shape"
+                )
+            expected = set(get_peft_model_state_dict(self.model))
+            unexpected = sorted(set(adapter_tensors) - expected)
+            missing = sorted(expected - set(adapter_tensors))
+            if unexpected or missing:
+                raise RuntimeError(
+                    f"hf rollout server: LoRA tensor names from the actor do not match the served adapter: "
+                    f"{len(unexpected)} unexpected (first {unexpected[:3]}), {len(missing)} missing "
+                    f"(first {missing[:3]}). Actor and rollout must wrap the same checkpoint class."
+                )
+            dtype = getattr(torch, self.options.dtype)
+            with torch.no_grad():
+                set_peft_model_state_dict(self.model, {k: v.to(dtype) for k, v in adapter_tensors.items()})
+            if global_steps is not None:
+                self.global_steps = int(global_steps)
+        return len(adapter_tensors)
 
     async def set_global_steps(self, global_steps: int) -> None:
         self.global_steps = int(global_steps)
@@ -414,6 +468,43 @@ class HFRolloutServer:
 
     async def stop_profile(self, **kwargs: Any) -> None:
         return None
+
+
+#: PEFT's infix for the wrapped base layer of an adapted module (``q_proj.base_layer.weight``).
+BASE_LAYER_INFIX = ".base_layer"
+
+
+def _strip_base_layer(name: str) -> str:
+    return name.replace(BASE_LAYER_INFIX, "")
+
+
+def _base_weight_names(model: torch.nn.Module) -> dict[str, str]:
+    """Plain HF name -> state_dict name of every base weight of ``model``, a plain HF model or a PeftModel."""
+    return {_strip_base_layer(name): name for name in _unwrapped(model).state_dict() if ".lora_" not in name}
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The HF model inside a PeftModel (its modules hold the LoRA layers), or ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _lora_config(peft_config: Any, config_cls: type) -> Any:
+    """A ``peft.LoraConfig`` from the object verl's engine hands over (a LoraConfig, or its ``to_dict()``)."""
+    if isinstance(peft_config, config_cls):
+        return peft_config
+    if isinstance(peft_config, dict):
+        from dataclasses import fields as dataclass_fields
+
+        known = {f.name for f in dataclass_fields(config_cls)}
+        return config_cls(**{k: v for k, v in peft_config.items() if k in known})
+    raise TypeError(f"hf rollout server: peft_config must be a peft.LoraConfig or a dict, got {type(peft_config)}")
+
+
+def _lora_signature(config: Any) -> tuple:
+    """What fixes the adapter's tensor shapes and scaling: rank, alpha, targets, exclusions."""
+    targets = config.target_modules
+    return (config.r, config.lora_alpha, tuple(sorted(targets)) if isinstance(targets, (set, list)) else targets,
+            config.exclude_modules)  # fmt: skip
 
 
 def _tied_aliases(model: torch.nn.Module) -> set[str]:

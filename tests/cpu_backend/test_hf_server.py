@@ -211,3 +211,79 @@ def test_engine_options_reject_unknown_keys():
         HFEngineOptions.from_engine_kwargs({"hf": {"supress_vision_tokens": False}})
     with pytest.raises(ValueError, match="dtype"):
         HFEngineOptions.from_engine_kwargs({"hf": {"dtype": "float33"}})
+
+
+#: The launch scripts' LoRA exclusion (examples/calibrl_gpu.sh LORA_EXCLUDE_MODULES): no adapter on the vision tower.
+LORA_EXCLUDE = ".*(visual|vision_tower|vision_model|multi_modal_projector|mlp1).*"
+
+
+def _trained_lora_actor(server, seed: int):
+    """An actor-side PeftModel as verl's FSDP engine builds it (``_build_lora_module``) on the served checkpoint, with
+    random non-zero adapter weights standing in for a trained adapter (PEFT initialises B to 0, a no-op)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from verl.utils.model import get_hf_auto_model_class
+
+    model_class = get_hf_auto_model_class(server.model_config.hf_config)
+    base = model_class.from_pretrained(server.model_config.local_path, dtype=torch.float32)
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, target_modules="all-linear",
+                        exclude_modules=LORA_EXCLUDE, bias="none")  # fmt: skip
+    actor = get_peft_model(base, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in actor.named_parameters():
+            if "lora_" in name:
+                param.copy_(0.3 * torch.randn(param.shape, generator=generator))
+    return actor.eval()
+
+
+def _actor_log_probs(actor, server, prompt_ids, token_ids, images):
+    inputs = server._model_inputs(prompt_ids + token_ids, images, None)
+    if "mm_token_type_ids" in inputs:
+        prompt_types = server._model_inputs(prompt_ids, images, None)["mm_token_type_ids"]
+        inputs["mm_token_type_ids"] = torch.cat(
+            [prompt_types, torch.zeros((1, len(token_ids)), dtype=prompt_types.dtype)], dim=1
+        )
+    with torch.no_grad():
+        logits = actor(**inputs).logits[0, len(prompt_ids) - 1 : -1]
+    return token_log_probs(logits, torch.tensor(token_ids), 1.0)
+
+
+def test_lora_adapter_sync_matches_the_actor_and_replaces_the_previous_adapter(server_for):
+    """verl's LoRA sync on a VLM: the base weights under PEFT's ``.base_layer`` names (verl's first sync with
+    load_format=dummy), then the adapter tensors + PEFT config. Afterwards the served log-probs equal the LoRA
+    actor's; before the adapter push they do not (the control). A second adapter replaces the first (as verl's
+    vLLM worker's remove_lora + add_lora); no adapter lands in the vision tower; a changed rank is refused."""
+    from peft.utils.save_and_load import get_peft_model_state_dict
+    from verl.utils.fsdp_utils import replace_lora_wrapper
+
+    server = server_for("qwen2_5_vl", dtype="float32")  # its own instance: this test wraps it with PEFT
+    prompt_ids, images = _prompt(server, image=True)
+    actor = _trained_lora_actor(server, seed=1)
+    peft_config = actor.peft_config["default"]
+    base = {n.replace(".base_layer", ""): t for n, t in actor.get_base_model().state_dict().items() if "lora_" not in n}
+    base = {replace_lora_wrapper(n, peft_config): t for n, t in base.items()}
+    assert any(".base_layer." in n for n in base)
+    asyncio.run(server.load_weights(base, global_steps=0))
+
+    out = _generate(server, prompt_ids, images)  # base only: the control
+    stale = _actor_log_probs(actor, server, prompt_ids, out.token_ids, images)
+    assert (torch.tensor(out.log_probs) - stale).abs().max() > 1e-2
+
+    adapter = get_peft_model_state_dict(actor)
+    assert adapter and not any("visual" in n for n in adapter)
+    assert asyncio.run(server.load_lora_adapter(adapter, peft_config.to_dict(), global_steps=1)) == len(adapter)
+    out = _generate(server, prompt_ids, images)
+    synced = _actor_log_probs(actor, server, prompt_ids, out.token_ids, images)
+    assert out.extra_fields["global_steps"] == 1
+    assert torch.allclose(torch.tensor(out.log_probs), synced, atol=1e-4)
+
+    second = _trained_lora_actor(server, seed=2)
+    asyncio.run(server.load_lora_adapter(get_peft_model_state_dict(second), peft_config.to_dict(), global_steps=2))
+    out = _generate(server, prompt_ids, images)
+    assert torch.allclose(torch.tensor(out.log_probs), _actor_log_probs(second, server, prompt_ids, out.token_ids,
+                                                                        images), atol=1e-4)  # fmt: skip
+    assert not any("lora_" in n for n, _ in server.model.named_parameters() if ".visual." in n)
+
+    wider = {**peft_config.to_dict(), "r": 8}
+    with pytest.raises(RuntimeError, match="LoRA config changed"):
+        asyncio.run(server.load_lora_adapter(adapter, wider, global_steps=3))

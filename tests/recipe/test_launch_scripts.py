@@ -214,3 +214,26 @@ def test_eval_sh_refuses_a_tp_that_does_not_divide_the_gpus(eval_parquet, tmp_pa
                           "--gpus", "2", "--tp", "4", "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "--tp must be a positive integer dividing --gpus (2)" in out.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_freeze_vision_tower_is_a_script_variable(script, train_parquet, tmp_path):
+    """verl's actor_rollout_ref.actor.freeze_vision_tower is False by default (the release trains the whole model)
+    and FREEZE_VISION_TOWER=1 sets it in every launch script; with LORA_RANK as well the config still validates."""
+    from recipe.calibrl.startup_checks import validate_startup
+
+    train = train_parquet("train.parquet")
+    assert compose_script(script, "calibrl", train, tmp_path).actor_rollout_ref.actor.freeze_vision_tower is False
+    frozen = compose_script(script, "calibrl", train, tmp_path, {"FREEZE_VISION_TOWER": "1", "LORA_RANK": "16"})
+    assert frozen.actor_rollout_ref.actor.freeze_vision_tower is True
+    assert frozen.actor_rollout_ref.model.lora_rank == 16
+    assert validate_startup(frozen, expect_trainer_mode=True).mode == "calibrl"
+
+
+def test_freeze_vision_tower_refuses_other_values(train_parquet, tmp_path):
+    """FREEZE_VISION_TOWER=yes stops the script naming the variable and the values it takes."""
+    env = {**os.environ, "FREEZE_VISION_TOWER": "yes", "TRAIN_FILES": str(train_parquet("train.parquet")),
+           "PYTHON": "/bin/false"}  # fmt: skip
+    out = subprocess.run(["bash", str(EXAMPLES / "run_qwen25vl_7b.sh")], env=env, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "FREEZE_VISION_TOWER must be 0 or 1" in out.stderr
