@@ -1,13 +1,16 @@
 """A preset as runs: the arms (what a figure compares) and the unique runs they need (what is executed).
 
-An arm is a labelled setting of (mode, activation, alpha, lambda); each arm runs once per seed. Arms with the same
+An arm is a labelled setting of (mode, activation, alpha, lambda, and the beyond-the-paper switches: adaptive lambda,
+content-aware baseline); each arm runs once per seed. Arms with the same
 setting share their runs, so the ``calibrl`` mode arm, the ``leaky_relu`` activation arm and the arms at the
-released alpha and lambda cost one set of runs. Every run passes all four settings explicitly, so the grid does
-not depend on the yaml's defaults staying what they are today.
+released alpha and lambda cost one set of runs. Every run passes all its settings explicitly, so the grid does
+not depend on the yaml's defaults staying what they are today. A ``switch`` arm is the ablation mode's released
+setting with one switch on (:data:`SWITCHES`), so it compares with plain CalibRL (the ``calibrl`` mode arm).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +19,10 @@ from typing import Any
 from recipe.calibrl.study.presets import ALL, StudyConfigError, StudyPreset
 
 #: Groups of arms, in the order figures and tables show them.
-ARM_GROUPS = ("mode", "activation", "alpha", "lam")
+ARM_GROUPS = ("mode", "activation", "alpha", "lam", "switch")
+
+#: ``switches`` values: each turns one option of docs/adaptive.md on over the ablation mode's released setting.
+SWITCHES = ("adaptive_lam", "lcs_baseline")
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,16 @@ class RunSetting:
     activation: str
     alpha: float
     lam: float
+    #: ``calibrl.adaptive_lam.enable`` (the controller's other keys keep the yaml's values)
+    adaptive_lam: bool = False
+    #: ``calibrl.baseline_alignment``
+    baseline_alignment: str = "position"
 
     def name(self) -> str:
-        """A folder-safe name, unique per setting."""
-        return f"{self.mode}-{self.activation}-a{self.alpha:g}-l{self.lam:g}"
+        """A folder-safe name, unique per setting (the released switches add nothing: older studies keep names)."""
+        name = f"{self.mode}-{self.activation}-a{self.alpha:g}-l{self.lam:g}"
+        name += "-adaptive" if self.adaptive_lam else ""
+        return name + (f"-{self.baseline_alignment}" if self.baseline_alignment != "position" else "")
 
     def overrides(self) -> list[str]:
         loss = "actor_rollout_ref.actor.policy_loss"
@@ -39,6 +51,8 @@ class RunSetting:
             f"{loss}.activation={self.activation}",
             f"{loss}.alpha={self.alpha}",
             f"{loss}.lam={self.lam}",
+            f"calibrl.adaptive_lam.enable={str(self.adaptive_lam).lower()}",
+            f"calibrl.baseline_alignment={self.baseline_alignment}",
         ]
 
 
@@ -124,7 +138,21 @@ def build_arms(preset: StudyPreset) -> list[Arm]:
     ]
     arms += [Arm("alpha", f"{a:g}", RunSetting(base.mode, base.activation, float(a), base.lam)) for a in preset.alphas]
     arms += [Arm("lam", f"{lam:g}", RunSetting(base.mode, base.activation, base.alpha, float(lam))) for lam in preset.lams]
+    switches = _expand("switches", preset.switches, list(SWITCHES))
+    if switches and base.mode != "calibrl":
+        raise StudyConfigError(
+            f"study field switches={list(preset.switches)} needs ablation_mode=calibrl (the switches act on the "
+            f"calibration term), got {base.mode!r}"
+        )
+    arms += [Arm("switch", switch, _switched(base, switch)) for switch in switches]
     return arms
+
+
+def _switched(base: RunSetting, switch: str) -> RunSetting:
+    """``base`` with one of :data:`SWITCHES` on."""
+    if switch == "adaptive_lam":
+        return dataclasses.replace(base, adaptive_lam=True)
+    return dataclasses.replace(base, baseline_alignment="lcs")
 
 
 def build_runs(preset: StudyPreset, arms: list[Arm]) -> list[RunSpec]:

@@ -35,6 +35,10 @@ class StudyPreset:
             value of ``calibrl_ext.core.ACTIVATIONS``; ``()`` = no ablation).
         alphas: ``policy_loss.alpha`` values (LeakyReLU slope), swept at the default lambda; ``()`` = no sweep.
         lams: ``policy_loss.lam`` values (lambda), swept at the default alpha; ``()`` = no sweep.
+        switches: beyond-the-paper options (``SWITCHES`` of grid.py: ``adaptive_lam`` =
+            ``calibrl.adaptive_lam.enable=true``, ``lcs_baseline`` = ``calibrl.baseline_alignment=lcs``), each an arm
+            of the released ``calibrl`` setting with that one switch on, compared with the ``calibrl`` mode arm
+            (docs/adaptive.md); ``("all",)`` = every switch; ``()`` = none.
         seeds: seeds of every arm; a seed sets ``actor_rollout_ref.rollout.seed`` (sampling) and
             ``calibrl.schedule_seed``. The model, its warm start, the prompt order and the validation subset are the
             same for every seed (``data_seed``).
@@ -67,6 +71,7 @@ class StudyPreset:
     activations: tuple[str, ...] = (ALL,)
     alphas: tuple[float, ...] = ()
     lams: tuple[float, ...] = ()
+    switches: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     data_seed: int = 0
     steps: int = 8
@@ -100,8 +105,8 @@ class StudyPreset:
             fail("learning_rate", "must be > 0")
         if not (self.run_timeout_s > 0):
             fail("run_timeout_s", "must be > 0 seconds")
-        if not (self.modes or self.activations or self.alphas or self.lams):
-            fail("modes", "the study has no arm: set modes, activations, alphas or lams")
+        if not (self.modes or self.activations or self.alphas or self.lams or self.switches):
+            fail("modes", "the study has no arm: set modes, activations, alphas, lams or switches")
 
     def as_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
@@ -120,12 +125,14 @@ PRESETS: dict[str, StudyPreset] = {
         val_every=4,
     ),
     # The paper's comparisons with more seeds and steps, and the alpha / lambda sweep around the released values.
+    # Also the beyond-the-paper switches (adaptive lambda, LCS baseline; `--set switches=all` adds them to quick).
     "full": StudyPreset(
-        description="every mode and activation, alpha and lambda sweeps, 5 seeds, 24 steps",
+        description="every mode and activation, alpha and lambda sweeps, every switch, 5 seeds, 24 steps",
         modes=(ALL,),
         activations=(ALL,),
         alphas=(0.0, 0.25, 0.5, 1.0),
         lams=(0.0, 0.05, 0.1, 0.2),
+        switches=(ALL,),
         seeds=(0, 1, 2, 3, 4),
         steps=24,
         val_every=4,

@@ -35,7 +35,7 @@ FINAL_COLUMNS = (
     ("final_entropy", "final entropy"),
     ("mean_step_time_s", "step s"),
 )
-GROUP_TITLES = {"mode": "calibrl.mode", "activation": "activation", "alpha": "alpha", "lam": "lambda"}
+GROUP_TITLES = {"mode": "calibrl.mode", "activation": "activation", "alpha": "alpha", "lam": "lambda", "switch": "switch (docs/adaptive.md)"}
 FIGURE_DPI = 110
 
 
