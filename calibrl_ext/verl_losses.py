@@ -39,6 +39,9 @@ CALIBRATION_MASK = "calibrl_calibration_mask"  # [T] float: 1 where the calibrat
 PASSED = "calibrl_passed"  # [] bool: s_i > 0
 IS_EXPERT = "calibrl_is_expert"  # [] bool: expert row (trained only by luffy / rlplus)
 BATCH_FIELDS = (EXPERT_BASELINE, CALIBRATION_MASK, PASSED, IS_EXPERT)
+# [] float: this update's lambda (adaptive lambda, calibrl_ext/adaptive_lam.py); absent: policy_loss.lam. Optional,
+# so not in BATCH_FIELDS (the fork kit's select keys mirror those).
+LAM = "calibrl_lam"
 
 _REQUIRED_FIELDS = {"calibrl": (EXPERT_BASELINE, PASSED), "luffy": (IS_EXPERT,), "rlplus": (IS_EXPERT,)}
 
@@ -134,11 +137,14 @@ def compute_policy_loss_calibrl(
     All tensors ``(bs, response_length)``. L_pg is verl's ``vanilla`` dual-clip PPO per token (with rollout
     correction weights when given); the calibration term comes from :func:`calibrl_ext.core.calibration_term`; the
     sum is aggregated once by verl's ``agg_loss`` with ``config.global_batch_info`` (aggregation is linear, so this
-    equals agg(L_pg) + lambda * agg(G)). The two parts are reported separately.
+    equals agg(L_pg) + lambda * agg(G)). The two parts are reported separately. lambda is ``config.lam``, or the
+    per-row :data:`LAM` batch field when the driver writes one (adaptive lambda).
     """
     settings = calibrl_config.calibrl_settings(config)
     extras = _extras("calibrl")
     tensors = extras["tensors"]
+    # (bs, 1) when the driver sets lambda per update; the plain float otherwise (the released arithmetic)
+    lam = tensors[LAM].to(log_prob.dtype).unsqueeze(-1) if LAM in tensors else settings.lam
     on_policy = response_mask.bool()
     if IS_EXPERT in tensors:
         on_policy = on_policy & ~tensors[IS_EXPERT].bool().unsqueeze(-1)
@@ -162,14 +168,19 @@ def compute_policy_loss_calibrl(
         weight_by_abs_advantage=settings.weight_by_abs_advantage,
     ) * term_weight
     loss = agg_loss(
-        loss_mat=pg_mat + settings.lam * calibration,
+        loss_mat=pg_mat + lam * calibration,
         loss_mask=on_policy_weight,
         loss_agg_mode=loss_agg_mode,
         **config.global_batch_info,
     )
     with torch.no_grad():
         calibration_loss = agg_loss(calibration, on_policy_weight, loss_agg_mode, **config.global_batch_info)
-    extras["parts"].update(pg_loss=loss.detach() - settings.lam * calibration_loss, calibration_loss=calibration_loss)
+        weighted = (
+            lam * calibration_loss
+            if LAM not in tensors
+            else agg_loss(lam * calibration, on_policy_weight, loss_agg_mode, **config.global_batch_info)
+        )
+    extras["parts"].update(pg_loss=loss.detach() - weighted, calibration_loss=calibration_loss)
     return loss, pg_metrics
 
 
@@ -237,7 +248,7 @@ def read_batch_extras(data: TensorDict) -> dict[str, torch.Tensor]:
     Returns:
         dict of ``(bs, response_length)`` tensors for the ``[T]`` fields and ``(bs,)`` for the per-row flags.
     """
-    present = [name for name in BATCH_FIELDS if name in data.keys()]
+    present = [name for name in (*BATCH_FIELDS, LAM) if name in data.keys()]
     if not present:
         return {}
     selected = data.select("response_mask", *present).to_padded_tensor()
@@ -259,7 +270,8 @@ def calibrl_actor_loss(config, model_output, data: TensorDict, dp_group=None):
         ``actor/rlplus_expert_loss`` (each before its weight lambda), aggregated like ``actor/pg_loss``. Two counts
         prove what entered the update: ``actor/update_tokens_seen`` (response tokens) and
         ``actor/expert_rows_seen``, summed over micro-batches, mini-batches and epochs and, like every verl SUM
-        metric, averaged over data-parallel ranks (multiply by the dp size for the total).
+        metric, averaged over data-parallel ranks (multiply by the dp size for the total). With a per-row
+        :data:`LAM` field, ``actor/lam_seen`` is the lambda the loss used.
     """
     extras = read_batch_extras(data)
     with micro_batch_extras(**extras) as parts:
@@ -272,4 +284,6 @@ def calibrl_actor_loss(config, model_output, data: TensorDict, dp_group=None):
     metrics["actor/update_tokens_seen"] = Metric(value=float(tokens), aggregation=AggregationType.SUM)
     expert_rows = float(extras[IS_EXPERT].sum()) if IS_EXPERT in extras else 0.0
     metrics["actor/expert_rows_seen"] = Metric(value=expert_rows, aggregation=AggregationType.SUM)
+    if LAM in extras:  # the lambda the loss used (adaptive lambda): proves the driver's value reached the actor
+        metrics["actor/lam_seen"] = Metric(value=float(extras[LAM].float().mean()), aggregation=AggregationType.MEAN)
     return loss, metrics

@@ -3,7 +3,8 @@
 The actor never sees a whole group (verl reorders, pads and shuffles rows before the update), so everything that
 crosses rows is materialised here, per row, before the expert rows leave the batch (METHOD §2, §3):
 
-- ``baseline`` b_t: the expert's l^old by position (0 past its length, 0 without an expert);
+- ``baseline`` b_t: the expert's l^old by position (0 past its length, 0 without an expert), or at the expert token
+  aligned by content (``calibrl.baseline_alignment=lcs|window``, :mod:`calibrl_ext.baseline_alignment`);
 - ``calibration_mask``: where the term applies (groups that kept their expert row - the schedules and the pass-rate
   window remove it earlier - on-policy rows only, and with ``beyond_expert=drop`` not past the expert's length);
 - ``passed`` s_i: reward > ``pass_threshold``.
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 
 from calibrl_ext import core
+from calibrl_ext.baseline_alignment import aligned_expert_baseline
+from calibrl_ext.losses.groups import _expert_row_of_group
 
 
 @dataclass
@@ -32,6 +35,9 @@ class CalibrationFields:
     passed: torch.Tensor
     group_has_expert: torch.Tensor
     group_codes: torch.Tensor
+    #: ``[N, T]`` bool: on-policy tokens of groups with an expert that have an expert token to compare with (by
+    #: position: within the expert's length; lcs / window: aligned by content).
+    aligned: torch.Tensor | None = None
 
 
 def compute_calibration_fields(
@@ -44,6 +50,9 @@ def compute_calibration_fields(
     pass_threshold: float,
     beyond_expert: str,
     expert_combine: str = "mean",
+    alignment: str = "position",
+    alignment_window: int = 32,
+    responses: torch.Tensor | None = None,
 ) -> CalibrationFields:
     """Compute b_t, the calibration mask and s_i for every row.
 
@@ -55,9 +64,14 @@ def compute_calibration_fields(
         is_expert: ``[N]`` bool expert rows.
         is_pad: ``[N]`` bool pad rows from verl's upsampling.
         pass_threshold: s_i = +1 iff r_i > pass_threshold (released 0.1).
-        beyond_expert: ``zero_baseline`` | ``drop`` (METHOD §7.7).
+        beyond_expert: ``zero_baseline`` | ``drop`` (METHOD §7.7); ``position`` alignment only (the content
+            alignments give unaligned tokens, those past the expert's end included, no term).
         expert_combine: ``calibrl.expert_combine``, how the baselines of several expert rows of one group combine
             (:mod:`calibrl_ext.losses.multi_expert`); unused while every group has at most one expert row.
+        alignment: ``position`` (released) | ``lcs`` | ``window`` (``calibrl.baseline_alignment``); the content
+            alignments need at most one expert row per group (start-up refuses them with several experts).
+        alignment_window: ``calibrl.baseline_alignment_window``.
+        responses: ``[N, T]`` token ids; needed by ``lcs`` / ``window``.
 
     Returns:
         :class:`CalibrationFields`.
@@ -67,9 +81,24 @@ def compute_calibration_fields(
     codes = core.encode_groups(uids)
     passed = scores > pass_threshold
     experts_per_group = core.experts_per_group(codes, is_expert)
-    baseline, mask = _baseline_and_mask(
-        old_log_probs, response_mask, codes, is_expert, passed, beyond_expert, expert_combine, experts_per_group
-    )
+    if alignment == "position":
+        baseline, mask = _baseline_and_mask(
+            old_log_probs, response_mask, codes, is_expert, passed, beyond_expert, expert_combine, experts_per_group
+        )
+        # compared with an expert token: within the expert's length (what beyond_expert=drop keeps)
+        _, within = _baseline_and_mask(
+            old_log_probs, response_mask, codes, is_expert, passed, "drop", expert_combine, experts_per_group
+        )
+        aligned = within.bool()
+    else:
+        if responses is None:
+            raise ValueError(f"baseline alignment {alignment!r} needs the response token ids (responses)")
+        source = _expert_row_of_group(codes, is_expert)  # raises on a group with several expert rows
+        baseline, aligned = aligned_expert_baseline(
+            old_log_probs, response_mask, responses, source, is_expert, alignment, alignment_window
+        )
+        dtype = response_mask.dtype if response_mask.is_floating_point() else torch.float32
+        mask = aligned.to(dtype)
     has_expert = experts_per_group[codes] > 0
     return CalibrationFields(
         baseline=baseline,
@@ -77,6 +106,7 @@ def compute_calibration_fields(
         passed=passed,
         group_has_expert=has_expert,
         group_codes=codes,
+        aligned=aligned & ~is_pad.unsqueeze(-1),
     )
 
 
@@ -151,6 +181,13 @@ def calibration_metrics(
             "calibrl/calibrated_token_frac": float(calibrated.sum()) / max(int(on_tokens.sum()), 1),
         }
     )
+    if fields.aligned is not None:
+        # of the on-policy tokens in groups with an expert: those compared with an expert token
+        eligible = on_tokens & fields.group_has_expert.unsqueeze(-1)
+        count = int(eligible.sum())
+        aligned = int((fields.aligned & eligible).sum())
+        if count:  # not logged in a step without any expert row (the fraction is undefined there)
+            metrics["calibrl/baseline_aligned_fraction"] = aligned / count
     return metrics
 
 

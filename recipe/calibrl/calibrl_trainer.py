@@ -14,8 +14,10 @@ expert row goes through verl's v1 trainer"):
    because verl's pad rows copy every field of the first row.
 4. one old-log-prob pass over on-policy and expert rows; entropy and rollout-vs-actor metrics are recomputed on the
    on-policy rows (the stock ones mix in the teacher-forced expert rows, METHOD §7.2).
-5. per row: expert baseline b_t, calibration mask and pass sign s_i are written to TransferQueue (every row that
-   reaches the actor, pads included, gets them: a field missing on one row vanishes for the whole batch).
+5. per row: expert baseline b_t (by position, or aligned by content: ``calibrl.baseline_alignment``), calibration
+   mask and pass sign s_i are written to TransferQueue (every row that reaches the actor, pads included, gets them:
+   a field missing on one row vanishes for the whole batch); with ``calibrl.adaptive_lam.enable`` the controller
+   turns the on-policy entropy into this update's lambda, written per row too (docs/adaptive.md).
 6. ``calibrl``: the expert rows (and the pads made only for them) are cleared from TransferQueue; the update batch
    is exactly GRPO's with the same n (METHOD §7.1). ``luffy`` / ``rlplus``: the expert rows stay, with a mini-batch
    of ``ppo_mini_batch_size * (n + 1)`` rows.
@@ -26,8 +28,10 @@ expert row goes through verl's v1 trainer"):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import os
 from functools import partial
 
 import numpy as np
@@ -47,6 +51,7 @@ from verl.utils.debug import marked_timer
 from verl.utils.debug.metrics import calculate_debug_metrics
 
 from calibrl_ext import verl_losses
+from calibrl_ext.adaptive_lam import AdaptiveLamController, on_policy_entropy
 # The module, not the name: `import calibrl_ext.config` imports verl, whose plugin entry point imports this module
 # while calibrl_ext.config is still half-initialised (the name would not exist yet; the module does).
 from calibrl_ext import config as calibrl_config
@@ -64,6 +69,9 @@ from recipe.calibrl.settings import TRAINER_MODE
 from recipe.calibrl.startup_checks import validate_startup
 
 logger = logging.getLogger(__name__)
+
+#: File of the adaptive-lambda controller's state in each ``global_step_<n>`` checkpoint folder.
+ADAPTIVE_LAM_STATE_FILE = "calibrl_adaptive_lam.json"
 
 
 def _session_of(key: str) -> int:
@@ -117,6 +125,11 @@ class CalibRLTrainer(PPOTrainerSync):
         with open_dict(config):
             config.trainer.v1.trainer_mode = "sync"
         self.settings = validate_startup(config)
+        #: None unless calibrl.adaptive_lam.enable; built before verl's init, which may load a checkpoint into it.
+        self.adaptive_lam: AdaptiveLamController | None = None
+        if self.settings.adaptive_lam.enable:
+            initial = float(config.actor_rollout_ref.actor.policy_loss.lam)
+            self.adaptive_lam = AdaptiveLamController(self.settings.adaptive_lam, initial)
         super().__init__(config)
         self.schedule = ExpertSchedule(self.settings)
         self.loss_settings = calibrl_config.calibrl_settings(omega_conf_to_dataclass(config.actor_rollout_ref.actor))
@@ -391,6 +404,9 @@ class CalibRLTrainer(PPOTrainerSync):
             pass_threshold=self.loss_settings.pass_threshold,
             beyond_expert=self.loss_settings.beyond_expert,
             expert_combine=self.settings.expert_combine,
+            alignment=self.settings.baseline_alignment,
+            alignment_window=self.settings.baseline_alignment_window,
+            responses=padded["responses"],
         )
 
         in_update = torch.tensor([key in update_keys for key in full.keys])
@@ -406,6 +422,7 @@ class CalibRLTrainer(PPOTrainerSync):
                 verl_losses.CALIBRATION_MASK: _nested_rows(fields.calibration_mask, lengths, rows),
                 verl_losses.PASSED: fields.passed[rows],
                 verl_losses.IS_EXPERT: is_expert[rows],
+                **self._lam_field(padded, is_expert, is_pad, len(rows), metrics),
             },
             batch_size=len(rows),
         )
@@ -443,6 +460,66 @@ class CalibRLTrainer(PPOTrainerSync):
             # Re-balance the update rows across data-parallel ranks (already a multiple: no new pads).
             update = self._balance_batch(update, metrics=metrics)
         return update
+
+    def _lam_field(self, padded, is_expert, is_pad, num_rows: int, metrics: dict) -> dict[str, torch.Tensor]:
+        """This update's lambda as a per-row field (adaptive lambda), or nothing (the loss uses policy_loss.lam).
+
+        The controller reads the on-policy entropy of the old-log-prob pass, i.e. of the policy about to be updated.
+        """
+        if self.adaptive_lam is None:
+            if self.settings.mode == "calibrl":
+                metrics["calibrl/lam"] = float(self.loss_settings.lam)
+            return {}
+        entropy = on_policy_entropy(padded["entropy"], padded["response_mask"], ~is_expert & ~is_pad)
+        lam = self.adaptive_lam.update(entropy)
+        low, high = self.adaptive_lam.band()
+        metrics.update(
+            {
+                "calibrl/lam": lam,
+                "calibrl/lam_controller_error": self.adaptive_lam.last_error,
+                "calibrl/lam_target_low": low,
+                "calibrl/lam_target_high": high,
+            }
+        )
+        return {verl_losses.LAM: torch.full((num_rows,), lam, dtype=torch.float32)}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self):
+        """verl's checkpoint plus the adaptive-lambda state, written BEFORE verl's (which ends by writing the
+        "latest" tracker), so a checkpoint that resume can find always holds it."""
+        if self.adaptive_lam is not None:
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, ADAPTIVE_LAM_STATE_FILE), "w") as handle:
+                json.dump(self.adaptive_lam.state_dict(), handle)
+        super()._save_checkpoint()
+
+    def _load_checkpoint(self):
+        """verl's resume, then the adaptive-lambda state of the same ``global_step_<n>`` folder."""
+        super()._load_checkpoint()
+        if self.adaptive_lam is None or self.global_steps == 0:
+            return
+        folder = self._resumed_checkpoint_folder()
+        path = os.path.join(folder, ADAPTIVE_LAM_STATE_FILE)
+        if not os.path.exists(path):
+            logger.warning(
+                "resuming from %s, which has no %s (saved with calibrl.adaptive_lam.enable=false?): the controller "
+                "starts again from actor_rollout_ref.actor.policy_loss.lam=%s",
+                folder, ADAPTIVE_LAM_STATE_FILE, self.adaptive_lam.lam,
+            )  # fmt: skip
+            return
+        with open(path) as handle:
+            self.adaptive_lam.load_state_dict(json.load(handle))
+        logger.info("adaptive lambda restored from %s: %s", path, self.adaptive_lam.state_dict())
+
+    def _resumed_checkpoint_folder(self) -> str:
+        """The ``global_step_<n>`` folder verl's ``_load_checkpoint`` resumed from (its own resolution rules)."""
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path":
+            folder = trainer.resume_from_path
+        else:
+            folder = os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}")
+        return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
 
     def _neutralise_expert_rollout_log_probs(self, full, padded, is_expert, is_pad, rows, lengths) -> None:
         """Keep the expert rows out of verl's rollout correction (luffy / rlplus train them).

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
+from calibrl_ext.adaptive_lam import AdaptiveLamConfigError, AdaptiveLamSettings
+from calibrl_ext.baseline_alignment import ALIGNMENTS
+
 #: ``calibrl.mode`` values and the verl ``policy_loss.loss_mode`` each one runs.
 MODE_TO_LOSS_MODE = {
     "calibrl": "calibrl",
@@ -76,6 +79,13 @@ class CalibRLRecipeSettings:
             ``actor_rollout_ref.actor.entropy_coeff``; other modes get 0). Must be > 0 in that mode. Default 0.001:
             the ``entropy_coeff`` default of verl's PPO/GRPO actor config before verl 0.5 set it to 0 (verl's GRPO
             examples of that time, e.g. ``examples/grpo_trainer/run_qwen2_5_vl-7b.sh``, train with it).
+        baseline_alignment: which expert token a rollout token is compared with (docs/adaptive.md): ``position``
+            (released: token t with expert token t), ``lcs`` (longest common subsequence of token ids, in a band of
+            ``baseline_alignment_window``), ``window`` (nearest same token id within ``baseline_alignment_window``).
+            Unaligned tokens get no calibration term. Mode ``calibrl`` only.
+        baseline_alignment_window: band half-width of ``lcs`` / search radius of ``window`` (tokens, >= 0).
+        adaptive_lam: ``calibrl.adaptive_lam.*`` (:class:`calibrl_ext.adaptive_lam.AdaptiveLamSettings`); off by
+            default. Mode ``calibrl`` only.
     """
 
     mode: str = "calibrl"
@@ -88,6 +98,9 @@ class CalibRLRecipeSettings:
     max_experts_per_prompt: int = 1
     expert_list_column: str = "expert_solutions"
     expert_combine: str = "mean"
+    baseline_alignment: str = "position"
+    baseline_alignment_window: int = 32
+    adaptive_lam: AdaptiveLamSettings = AdaptiveLamSettings()
 
     @classmethod
     def from_config(cls, config) -> "CalibRLRecipeSettings":
@@ -110,9 +123,18 @@ class CalibRLRecipeSettings:
             max_experts_per_prompt=section.get("max_experts_per_prompt", cls.max_experts_per_prompt),
             expert_list_column=str(section.get("expert_list_column", cls.expert_list_column)),
             expert_combine=str(section.get("expert_combine", cls.expert_combine)),
+            baseline_alignment=str(section.get("baseline_alignment", cls.baseline_alignment)),
+            baseline_alignment_window=section.get("baseline_alignment_window", cls.baseline_alignment_window),
+            adaptive_lam=_adaptive_lam_settings(section.get("adaptive_lam", None)),
         )
         settings.validate()
         check_entropy_bonus(config, settings)
+        if settings.adaptive_lam.enable:
+            lam = config.get("actor_rollout_ref", {}).get("actor", {}).get("policy_loss", {}).get("lam", None)
+            try:
+                settings.adaptive_lam.check_initial_lam(lam if isinstance(lam, (int, float)) else float("nan"))
+            except AdaptiveLamConfigError as error:
+                raise CalibRLConfigError(str(error)) from None
         return settings
 
     def validate(self) -> None:
@@ -158,6 +180,20 @@ class CalibRLRecipeSettings:
             fail("expert_list_column", self.expert_list_column, "must name the dataset column with the expert list")
         if self.expert_combine not in EXPERT_COMBINE_RULES:
             fail("expert_combine", self.expert_combine, f"must be one of {list(EXPERT_COMBINE_RULES)}")
+        if self.baseline_alignment not in ALIGNMENTS:
+            fail("baseline_alignment", self.baseline_alignment, f"must be one of {list(ALIGNMENTS)}")
+        if self.baseline_alignment != "position" and self.mode != "calibrl":
+            fail("baseline_alignment", self.baseline_alignment,
+                 f"only mode 'calibrl' has a calibration baseline (mode is {self.mode!r}); use 'position'")  # fmt: skip
+        w = self.baseline_alignment_window
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            fail("baseline_alignment_window", w, "must be an integer >= 0")
+        if self.baseline_alignment != "position" and self.max_experts_per_prompt > 1:
+            fail("baseline_alignment", self.baseline_alignment,
+                 "aligns a rollout with ONE expert; with calibrl.max_experts_per_prompt > 1 use 'position'")  # fmt: skip
+        if self.adaptive_lam.enable and self.mode != "calibrl":
+            fail("adaptive_lam.enable", True,
+                 f"only mode 'calibrl' has a calibration term to weigh (mode is {self.mode!r}); set it to false")  # fmt: skip
 
     @property
     def loss_mode(self) -> str:
@@ -175,6 +211,13 @@ class CalibRLRecipeSettings:
     def multi_expert(self) -> bool:
         """Whether prompts may get several expert rows (read from ``expert_list_column``)."""
         return self.uses_expert_rows and self.max_experts_per_prompt > 1
+
+
+def _adaptive_lam_settings(section) -> AdaptiveLamSettings:
+    try:
+        return AdaptiveLamSettings.from_section(section)
+    except AdaptiveLamConfigError as error:
+        raise CalibRLConfigError(str(error)) from None
 
 
 def check_entropy_bonus(config, settings: CalibRLRecipeSettings) -> None:

@@ -2,6 +2,7 @@
 once, every run composes into a recipe config that passes the start-up checks, and a resumed study keeps its
 preset."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -138,3 +139,32 @@ def test_experts_arm_compares_one_expert_with_several():
     for assignments in (["experts_per_prompt=1"], ["experts_per_prompt=2", "ablation_mode=luffy"]):
         with pytest.raises(StudyConfigError, match="experts_per_prompt"):
             apply_overrides(PRESETS["quick"], assignments)
+
+
+def test_switch_arms_are_plain_calibrl_with_one_switch_on():
+    """`switches=all` adds one arm per switch: the released calibrl setting (the `calibrl` mode arm's) with exactly
+    that switch on, so each compares with plain CalibRL; the released setting's run name is unchanged by the new
+    fields, and each switch reaches its recipe key."""
+    from recipe.calibrl.study.grid import SWITCHES
+
+    preset = apply_overrides(PRESETS["quick"], ["switches=all"])
+    arms = build_arms(preset)
+    switch_arms = {a.label: a.setting for a in arms if a.group == "switch"}
+    assert list(switch_arms) == list(SWITCHES) == ["adaptive_lam", "lcs_baseline"]
+    plain = next(a for a in arms if a.group == "mode" and a.label == "calibrl").setting
+    assert plain.name() == "calibrl-leaky_relu-a0.5-l0.1"
+    assert switch_arms["adaptive_lam"] == dataclasses.replace(plain, adaptive_lam=True)
+    assert switch_arms["lcs_baseline"] == dataclasses.replace(plain, baseline_alignment="lcs")
+    assert "calibrl.adaptive_lam.enable=true" in switch_arms["adaptive_lam"].overrides()
+    assert "calibrl.baseline_alignment=lcs" in switch_arms["lcs_baseline"].overrides()
+    assert "calibrl.adaptive_lam.enable=false" in plain.overrides()
+    runs = build_runs(preset, arms)
+    assert len({r.name for r in runs}) == len(runs) and len(runs) == len({a.setting for a in arms}) * 3
+    assert not [a for a in build_arms(PRESETS["quick"]) if a.group == "switch"]  # quick: opt-in
+    assert [a.label for a in build_arms(PRESETS["full"]) if a.group == "switch"] == list(SWITCHES)
+
+
+@pytest.mark.parametrize("assignment", ["switches=nosuchswitch", "ablation_mode=luffy"])
+def test_bad_switch_arms_fail_naming_the_field(assignment):
+    with pytest.raises(StudyConfigError, match="switches"):
+        build_arms(apply_overrides(PRESETS["quick"], ["switches=all", assignment]))

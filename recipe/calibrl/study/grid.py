@@ -1,13 +1,16 @@
 """A preset as runs: the arms (what a figure compares) and the unique runs they need (what is executed).
 
-An arm is a labelled setting of (mode, activation, alpha, lambda); each arm runs once per seed. Arms with the same
+An arm is a labelled setting of (mode, activation, alpha, lambda, and the beyond-the-paper switches: adaptive lambda,
+content-aware baseline); each arm runs once per seed. Arms with the same
 setting share their runs, so the ``calibrl`` mode arm, the ``leaky_relu`` activation arm and the arms at the
-released alpha and lambda cost one set of runs. Every run passes all four settings explicitly, so the grid does
-not depend on the yaml's defaults staying what they are today.
+released alpha and lambda cost one set of runs. Every run passes all its settings explicitly, so the grid does
+not depend on the yaml's defaults staying what they are today. A ``switch`` arm is the ablation mode's released
+setting with one switch on (:data:`SWITCHES`), so it compares with plain CalibRL (the ``calibrl`` mode arm).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +19,10 @@ from typing import Any
 from recipe.calibrl.study.presets import ALL, StudyConfigError, StudyPreset
 
 #: Groups of arms, in the order figures and tables show them.
-ARM_GROUPS = ("mode", "activation", "alpha", "lam", "experts")
+ARM_GROUPS = ("mode", "activation", "alpha", "lam", "experts", "switch")
+
+#: ``switches`` values: each turns one option of docs/adaptive.md on over the ablation mode's released setting.
+SWITCHES = ("adaptive_lam", "lcs_baseline")
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,17 @@ class RunSetting:
     #: ``calibrl.max_experts_per_prompt``; 1 (the released method) adds nothing to the name or the overrides, so
     #: the runs of studies made before this field keep their folders.
     experts: int = 1
+    #: ``calibrl.adaptive_lam.enable`` (the controller's other keys keep the yaml's values)
+    adaptive_lam: bool = False
+    #: ``calibrl.baseline_alignment``
+    baseline_alignment: str = "position"
 
     def name(self) -> str:
-        """A folder-safe name, unique per setting."""
-        experts = f"-e{self.experts}" if self.experts != 1 else ""
-        return f"{self.mode}-{self.activation}-a{self.alpha:g}-l{self.lam:g}{experts}"
+        """A folder-safe name, unique per setting (the released settings add nothing: older studies keep names)."""
+        name = f"{self.mode}-{self.activation}-a{self.alpha:g}-l{self.lam:g}"
+        name += f"-e{self.experts}" if self.experts != 1 else ""
+        name += "-adaptive" if self.adaptive_lam else ""
+        return name + (f"-{self.baseline_alignment}" if self.baseline_alignment != "position" else "")
 
     def overrides(self) -> list[str]:
         loss = "actor_rollout_ref.actor.policy_loss"
@@ -44,6 +56,8 @@ class RunSetting:
             f"{loss}.alpha={self.alpha}",
             f"{loss}.lam={self.lam}",
             *([f"calibrl.max_experts_per_prompt={self.experts}"] if self.experts != 1 else []),
+            f"calibrl.adaptive_lam.enable={str(self.adaptive_lam).lower()}",
+            f"calibrl.baseline_alignment={self.baseline_alignment}",
         ]
 
 
@@ -134,12 +148,26 @@ def build_arms(preset: StudyPreset) -> list[Arm]:
             Arm("experts", str(k), RunSetting(base.mode, base.activation, base.alpha, base.lam, experts=k))
             for k in (1, *preset.experts_per_prompt)
         ]
+    switches = _expand("switches", preset.switches, list(SWITCHES))
+    if switches and base.mode != "calibrl":
+        raise StudyConfigError(
+            f"study field switches={list(preset.switches)} needs ablation_mode=calibrl (the switches act on the "
+            f"calibration term), got {base.mode!r}"
+        )
+    arms += [Arm("switch", switch, _switched(base, switch)) for switch in switches]
     return arms
 
 
 def demo_experts(preset: StudyPreset) -> int:
     """Expert solutions per prompt the study's demo data needs (the largest ``experts_per_prompt``, else 1)."""
     return max(preset.experts_per_prompt, default=1)
+
+
+def _switched(base: RunSetting, switch: str) -> RunSetting:
+    """``base`` with one of :data:`SWITCHES` on."""
+    if switch == "adaptive_lam":
+        return dataclasses.replace(base, adaptive_lam=True)
+    return dataclasses.replace(base, baseline_alignment="lcs")
 
 
 def build_runs(preset: StudyPreset, arms: list[Arm]) -> list[RunSpec]:

@@ -38,6 +38,10 @@ class StudyPreset:
         experts_per_prompt: ``calibrl.max_experts_per_prompt`` values > 1 compared with one expert, in
             ``ablation_mode`` (which must then be ``calibrl``); the demo data is built with that many differently
             worded correct experts per prompt (``--demo-experts K --max-experts K``). ``()`` = no such arm.
+        switches: beyond-the-paper options (``SWITCHES`` of grid.py: ``adaptive_lam`` =
+            ``calibrl.adaptive_lam.enable=true``, ``lcs_baseline`` = ``calibrl.baseline_alignment=lcs``), each an arm
+            of the released ``calibrl`` setting with that one switch on, compared with the ``calibrl`` mode arm
+            (docs/adaptive.md); ``("all",)`` = every switch; ``()`` = none.
         seeds: seeds of every arm; a seed sets ``actor_rollout_ref.rollout.seed`` (sampling) and
             ``calibrl.schedule_seed``. The model, its warm start, the prompt order and the validation subset are the
             same for every seed (``data_seed``).
@@ -71,6 +75,7 @@ class StudyPreset:
     alphas: tuple[float, ...] = ()
     lams: tuple[float, ...] = ()
     experts_per_prompt: tuple[int, ...] = ()
+    switches: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     data_seed: int = 0
     steps: int = 8
@@ -104,8 +109,8 @@ class StudyPreset:
             fail("learning_rate", "must be > 0")
         if not (self.run_timeout_s > 0):
             fail("run_timeout_s", "must be > 0 seconds")
-        if not (self.modes or self.activations or self.alphas or self.lams or self.experts_per_prompt):
-            fail("modes", "the study has no arm: set modes, activations, alphas, lams or experts_per_prompt")
+        if not (self.modes or self.activations or self.alphas or self.lams or self.experts_per_prompt or self.switches):
+            fail("modes", "the study has no arm: set modes, activations, alphas, lams, experts_per_prompt or switches")
         if any(isinstance(k, bool) or not isinstance(k, int) or k < 2 for k in self.experts_per_prompt):
             fail("experts_per_prompt", "must be integers >= 2 (the one-expert baseline is the calibrl arm)")
         if self.experts_per_prompt and self.ablation_mode != "calibrl":
@@ -128,13 +133,16 @@ PRESETS: dict[str, StudyPreset] = {
         val_every=4,
     ),
     # The paper's comparisons with more seeds and steps, and the alpha / lambda sweep around the released values.
+    # Also the beyond-the-paper switches (adaptive lambda, LCS baseline; `--set switches=all` adds them to quick).
     "full": StudyPreset(
-        description="every mode and activation, alpha and lambda sweeps, 2 experts per prompt, 5 seeds, 24 steps",
+        description="every mode and activation, alpha and lambda sweeps, 2 experts per prompt, every switch, 5 seeds, "
+        "24 steps",
         modes=(ALL,),
         activations=(ALL,),
         alphas=(0.0, 0.25, 0.5, 1.0),
         lams=(0.0, 0.05, 0.1, 0.2),
         experts_per_prompt=(2,),
+        switches=(ALL,),
         seeds=(0, 1, 2, 3, 4),
         steps=24,
         val_every=4,

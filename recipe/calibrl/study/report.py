@@ -41,6 +41,7 @@ GROUP_TITLES = {
     "alpha": "alpha",
     "lam": "lambda",
     "experts": "experts per prompt",
+    "switch": "switch (docs/adaptive.md)",
 }
 FIGURE_DPI = 110
 
