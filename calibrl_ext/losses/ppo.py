@@ -138,19 +138,19 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor |
 
 
 def _all_finite(*tensors: torch.Tensor) -> bool:
-    """True when every entry of every tensor is finite, from one read-only sum per tensor.
+    """True when every entry of every tensor is finite, from one read-only sum per tensor and one host sync.
 
     A sum is non-finite whenever an entry is (NaN, or an infinity: +inf - inf is NaN), and also when finite entries
     overflow it; a False answer therefore only means "take the safe path", never a wrong result. Half-precision
-    tensors are summed in float32 so that a large batch does not overflow float16. One host sync per call.
+    tensors are summed in float32 so that a large batch does not overflow float16; the per-tensor sums are added in
+    float32 (every accelerator has it; an overflow there again only selects the safe path).
     """
     with torch.no_grad():
+        total = torch.zeros((), dtype=torch.float32, device=tensors[0].device)
         for t in tensors:
             low_precision = t.dtype in (torch.float16, torch.bfloat16)
-            total = t.detach().sum(dtype=torch.float32) if low_precision else t.detach().sum()
-            if not bool(torch.isfinite(total)):
-                return False
-    return True
+            total = total + (t.detach().sum(dtype=torch.float32) if low_precision else t.detach().sum()).float()
+        return bool(torch.isfinite(total))
 
 
 def _on_policy_mask(response_mask: torch.Tensor, is_expert: torch.Tensor | Sequence[bool]) -> torch.Tensor:
