@@ -1,14 +1,18 @@
 """Benchmark: cost of CalibRL's two loss paths against verl's ``vanilla`` PPO loss on the same batch.
 
-Prints figures; asserts nothing. Three losses run with the same inputs and global batch info, forward + backward
-w.r.t. the log-probs, on CPU in float32, interleaved call by call in ONE run (issue target: each ratio <= 1.3):
-verl's ``vanilla`` and the registered ``calibrl`` loss through verl's registry, and the fork path
-``calibrl_ext.core.calibrl_policy_loss`` (pure torch, docs/verl_fork.md).
+Prints figures; asserts nothing. Four losses run with the same inputs, forward + backward w.r.t. the log-probs, on
+CPU in float32, interleaved call by call in ONE run (issue target: each CalibRL path <= 1.3x vanilla): verl's
+``vanilla`` and the registered ``calibrl`` loss through verl's registry, the fork path
+``calibrl_ext.core.calibrl_policy_loss`` (pure torch), and, for reference, the fork kit's actor-side loss
+``calibrl_ext.fork_kit.actor_loss.calibrl_token_loss`` (what docs/verl_fork.md's call sites run; it aggregates per
+micro-batch, so it gets no global batch info). Each ratio is printed twice: ratio of the medians, and median of the
+per-round ratios (one round = one call of each loss, back to back; steadier when the machine's load drifts).
 
     .venv/bin/python bench/loss_overhead.py [--rows 64] [--tokens 4096] [--repeats 20]
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -19,6 +23,9 @@ from verl.utils.config import omega_conf_to_dataclass
 
 import calibrl_ext.plugin  # noqa: F401  (registers the losses)
 from calibrl_ext import core, verl_losses
+from calibrl_ext.fork_kit import driver as fork_driver
+from calibrl_ext.fork_kit.actor_loss import calibrl_token_loss
+from calibrl_ext.fork_kit.settings import ForkSettings
 
 #: Untimed calls of each loss before measuring (allocator and dispatcher warm-up).
 WARMUP_CALLS = 3
@@ -90,6 +97,29 @@ def make_fork_timer(inputs: dict, extras: dict):
     return run_once
 
 
+def make_fork_kit_timer(inputs: dict, extras: dict):
+    """Like :func:`make_timer` for the fork kit's actor-side loss (verl 0.6-0.7 / EasyR1 / released-fork call sites)."""
+    mask = inputs["response_mask"]
+    model_inputs = {
+        fork_driver.EXPERT_BASELINE: extras[verl_losses.EXPERT_BASELINE],
+        fork_driver.CALIBRATION_MASK: extras[verl_losses.CALIBRATION_MASK],
+        fork_driver.PASSED: extras[verl_losses.PASSED],
+        fork_driver.IS_EXPERT: torch.zeros(mask.shape[0], dtype=torch.bool),
+    }
+    settings = ForkSettings()
+
+    def run_once() -> float:
+        log_prob = inputs["log_prob"].detach().requires_grad_()
+        start = time.perf_counter()
+        loss, _ = calibrl_token_loss(
+            inputs["old_log_prob"], log_prob, inputs["advantages"], mask, model_inputs, settings, 0.2, 0.2, 3.0
+        )
+        loss.backward()
+        return time.perf_counter() - start
+
+    return run_once
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=64, help="batch rows (default 64)")
@@ -117,22 +147,37 @@ def main():
         verl_losses.CALIBRATION_MASK: mask,
     }
     # Alternate the losses call by call so drift in machine load affects all equally; medians resist spikes.
-    run_vanilla, run_calibrl = make_timer("vanilla", inputs, extras), make_timer("calibrl", inputs, extras)
-    run_fork = make_fork_timer(inputs, extras)
+    runs = {
+        "vanilla (verl PPO)": make_timer("vanilla", inputs, extras),
+        "calibrl registered (verl_losses)": make_timer("calibrl", inputs, extras),
+        "calibrl fork path (core.calibrl_policy_loss)": make_fork_timer(inputs, extras),
+        "fork kit actor loss (calibrl_token_loss)": make_fork_kit_timer(inputs, extras),
+    }
     for _ in range(WARMUP_CALLS):
-        run_vanilla(), run_calibrl(), run_fork()
-    vanilla, calibrl, fork = [], [], []
+        for run in runs.values():
+            run()
+    times = {name: [] for name in runs}
     for _ in range(args.repeats):
-        vanilla.append(run_vanilla())
-        calibrl.append(run_calibrl())
-        fork.append(run_fork())
-    v, c, f = statistics.median(vanilla), statistics.median(calibrl), statistics.median(fork)
-    print(f"batch {args.rows} x {args.tokens} float32, threads {torch.get_num_threads()}, {len(vanilla)} runs each")
-    print(f"vanilla (verl PPO)                    fwd+bwd median {v * 1e3:8.2f} ms")
-    print(f"calibrl registered (verl_losses)      fwd+bwd median {c * 1e3:8.2f} ms")
-    print(f"calibrl fork path (core.calibrl_policy_loss) median {f * 1e3:8.2f} ms")
-    print(f"ratio registered / vanilla   {c / v:.3f}   (target <= 1.3)")
-    print(f"ratio fork path / vanilla    {f / v:.3f}   (target <= 1.3)")
+        for name, run in runs.items():
+            times[name].append(run())
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"batch {args.rows} x {args.tokens} float32, threads {torch.get_num_threads()}, {args.repeats} runs each, "
+          f"load average {load}")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, median in medians.items():
+        print(f"{name:46s} fwd+bwd median {median * 1e3:8.2f} ms")
+    vanilla_name = next(iter(runs))
+    labels = {
+        "calibrl registered (verl_losses)": "registered / vanilla",
+        "calibrl fork path (core.calibrl_policy_loss)": "fork path / vanilla",
+        "fork kit actor loss (calibrl_token_loss)": "fork kit / vanilla (reference)",
+    }
+    for name, label in labels.items():
+        paired = statistics.median(t / v for t, v in zip(times[name], times[vanilla_name]))
+        target = "" if "reference" in label else "   (target <= 1.3)"
+        print(f"ratio {label:31s} {medians[name] / medians[vanilla_name]:.3f}   median of per-round ratios "
+              f"{paired:.3f}{target}")
+
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from calibrl_ext.losses.ppo import (
+    _all_finite,
     _masked_mean,
     _on_policy_mask,
     _row_vector,
@@ -180,14 +181,22 @@ def calibrl_policy_loss(
         of :func:`calibration_diagnostics`.
     """
     on_mask = _on_policy_mask(response_mask, is_expert)
-    # One "keep" mask selects both log-prob tensors: padding (-inf / NaN there) becomes 0, so every later op sees
-    # finite inputs and needs no select of its own. A non-finite value INSIDE the mask is a caller bug and propagates.
-    with torch.no_grad():
-        keep = on_mask & torch.isfinite(old_log_probs)
-        safe_old = torch.where(keep, old_log_probs, 0.0)
-        calib_mask = on_mask if calibration_token_mask is None else on_mask & calibration_token_mask.bool()
-        safe_baseline = torch.where(calib_mask, baseline.detach().to(log_probs.dtype), 0.0)
-    safe_new = torch.where(keep, log_probs, 0.0)
+    calib_mask = on_mask if calibration_token_mask is None else on_mask & calibration_token_mask.bool()
+    if _all_finite(old_log_probs, log_probs, baseline):
+        # Finite inputs (verl pads with zeros): the tensors go in as they are, as in the registered loss. Off-mask
+        # entries are finite, so the aggregation's select (PPO part) and the calibration mask's multiply zero them in
+        # the loss, and their gradient is 0 times a finite factor: the same loss, gradient and metrics as the
+        # selects below, without their five [N, T] passes (and a sixth in the backward).
+        safe_old, safe_new, safe_baseline = old_log_probs, log_probs, baseline
+    else:
+        # One "keep" mask selects both log-prob tensors: padding (-inf / NaN there) becomes 0, so every later op
+        # sees finite inputs and needs no select of its own. A non-finite log-prob or baseline INSIDE the mask is a
+        # caller bug and propagates.
+        with torch.no_grad():
+            keep = on_mask & torch.isfinite(old_log_probs)
+            safe_old = torch.where(keep, old_log_probs, 0.0)
+            safe_baseline = torch.where(calib_mask, baseline.detach().to(log_probs.dtype), 0.0)
+        safe_new = torch.where(keep, log_probs, 0.0)
     pg_mat, stats = ppo_clip_token_loss(safe_old, safe_new, advantages, clip_low, clip_high, clip_c)
     calib_mat = calibration_term(
         safe_new,
@@ -206,15 +215,18 @@ def calibrl_policy_loss(
     loss = aggregate_loss(pg_mat + lam * calib_mat, on_mask, loss_agg_mode, **global_batch_info)
     with torch.no_grad():
         calibration_loss = aggregate_loss(calib_mat, on_mask, loss_agg_mode, **global_batch_info)
-    metrics = {
-        "pg_loss": loss.detach() - lam * calibration_loss,
-        "calibration_loss": calibration_loss,
-        "pg_clipfrac": _masked_mean(stats["clipped"], on_mask),
-        "pg_clipfrac_lower": _masked_mean(stats["clipped_lower"], on_mask),
-        "ppo_kl": _masked_mean(-stats["log_ratio"], on_mask),
-        "calibrated_token_fraction": _masked_mean(calib_mask, on_mask),
-    }
-    with torch.no_grad():
-        metrics.update(calibration_diagnostics(safe_new, baseline, torch.as_tensor(passed), calib_mask))
+        count = on_mask.sum().clamp(min=1).float()  # shared by the four token fractions below
+        diagnostics = calibration_diagnostics(safe_new, baseline, torch.as_tensor(passed), calib_mask)
+        metrics = {
+            "pg_loss": loss.detach() - lam * calibration_loss,
+            "calibration_loss": calibration_loss,
+            "pg_clipfrac": _masked_mean(stats["clipped"], on_mask, count),
+            "pg_clipfrac_lower": _masked_mean(stats["clipped_lower"], on_mask, count),
+            # -(sum of the log-ratio) is bit-identical to the sum of its negation, without a negated [N, T] copy.
+            "ppo_kl": -_masked_mean(stats["log_ratio"], on_mask, count),
+            # calib_mask lies inside on_mask, so its token count is the diagnostics' passed + failed counts.
+            "calibrated_token_fraction": (diagnostics["tokens_passed"] + diagnostics["tokens_failed"]).float() / count,
+        }
+        metrics.update(diagnostics)
     return loss, metrics
 

@@ -96,17 +96,18 @@ def aggregate_loss(
     """
     if loss_agg_mode not in LOSS_AGG_MODES:
         raise ValueError(f"loss_agg_mode must be one of {LOSS_AGG_MODES}, got {loss_agg_mode!r}")
-    mask = loss_mask.to(loss_mat.dtype)
-    masked = torch.where(loss_mask.bool(), loss_mat, torch.zeros_like(loss_mat))
+    # A select against a scalar zero (no [N, T] zeros tensor) and the float mask only where a count needs it: on CPU
+    # each [N, T] pass is a noticeable share of the loss (bench/loss_overhead.py). Same values as before.
+    masked = torch.where(loss_mask.bool(), loss_mat, 0.0)
     if loss_agg_mode == "token-mean":
         if batch_num_tokens is None:
             if dp_size > 1:
                 raise ValueError("batch_num_tokens (global) is required when dp_size > 1")
-            batch_num_tokens = mask.sum().clamp(min=1)
+            batch_num_tokens = loss_mask.to(loss_mat.dtype).sum().clamp(min=1)
         return masked.sum() / batch_num_tokens * dp_size
     if loss_agg_mode == "token-sum":
         return masked.sum() * dp_size
-    seq_tokens = mask.sum(dim=-1)
+    seq_tokens = loss_mask.to(loss_mat.dtype).sum(dim=-1)
     seq_mask = (seq_tokens > 0).to(loss_mat.dtype)
     if loss_agg_mode == "seq-mean-token-mean":
         seq_losses = masked.sum(dim=-1) / (seq_tokens + 1e-8)
@@ -122,14 +123,34 @@ def aggregate_loss(
     return loss
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Detached float32 mean of ``values`` over ``mask`` (both ``[N, T]``); 0 for an empty mask."""
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:
+    """Detached float32 mean of ``values`` over ``mask`` (both ``[N, T]``); 0 for an empty mask.
+
+    ``count``: ``mask.sum().clamp(min=1).float()`` when the caller already has it (several metrics share one mask).
+    """
     with torch.no_grad():
         mask = mask.bool()
-        count = mask.sum().clamp(min=1).float()
+        if count is None:
+            count = mask.sum().clamp(min=1).float()
         if values.dtype == torch.bool:  # indicator metrics: a logical and is far cheaper than a float select
             return (values & mask).sum().float() / count
         return torch.where(mask, values.float(), 0.0).sum() / count
+
+
+def _all_finite(*tensors: torch.Tensor) -> bool:
+    """True when every entry of every tensor is finite, from one read-only sum per tensor and one host sync.
+
+    A sum is non-finite whenever an entry is (NaN, or an infinity: +inf - inf is NaN), and also when finite entries
+    overflow it; a False answer therefore only means "take the safe path", never a wrong result. Half-precision
+    tensors are summed in float32 so that a large batch does not overflow float16; the per-tensor sums are added in
+    float32 (every accelerator has it; an overflow there again only selects the safe path).
+    """
+    with torch.no_grad():
+        total = torch.zeros((), dtype=torch.float32, device=tensors[0].device)
+        for t in tensors:
+            low_precision = t.dtype in (torch.float16, torch.bfloat16)
+            total = total + (t.detach().sum(dtype=torch.float32) if low_precision else t.detach().sum()).float()
+        return bool(torch.isfinite(total))
 
 
 def _on_policy_mask(response_mask: torch.Tensor, is_expert: torch.Tensor | Sequence[bool]) -> torch.Tensor:
