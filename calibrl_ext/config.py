@@ -73,7 +73,8 @@ class CalibRLPolicyLossConfig(PolicyLossConfig):
             peak -> valley over the decay steps, then valley. Defaults 0 / 0 / 0.1 / 0.1 (a constant mu = 0.1):
             Trinity-RFT ``MIXCHORDPolicyLossFn.default_args`` (docs/method.md, "CHORD"). Steps >= 0, mu in [0, 1].
         chord_enable_phi: weight each expert token's NLL by phi(p) = p (1 - p) (CHORD-phi; Trinity-RFT default
-            ``enable_phi_function: True``); false trains the expert row with the plain NLL (CHORD-mu).
+            ``enable_phi_function: True``); false trains the expert row with the plain NLL (CHORD-mu; ms-swift's
+            ``chord_enable_phi_function`` default).
         hpt_gamma: HPT's switch threshold (``calibrl_ext/losses/hpt.py``): a group whose on-policy pass rate P
             (reward > ``pass_threshold``) is <= gamma trains on its expert row with SFT and drops its rollouts from
             the policy-gradient part; a group with P > gamma trains with GRPO and drops its expert row. In [0, 1).
