@@ -225,7 +225,7 @@ class CalibRLTrainer(PPOTrainerSync):
             is_expert = torch.zeros(len(batch), dtype=torch.bool)
             is_expert[experts] = True
             outside = experts_outside_pass_rate_window(
-                data["rm_scores"].to_padded_tensor().sum(-1),
+                data["rm_scores"].to_padded_tensor(0.0).sum(-1),
                 list(data["uid"]),
                 is_expert,
                 self.loss_settings.pass_threshold,
@@ -245,7 +245,7 @@ class CalibRLTrainer(PPOTrainerSync):
         is_expert = torch.zeros(len(batch), dtype=torch.bool)
         is_expert[experts] = True
         codes = core.encode_groups(list(data["uid"]))
-        passed = data["rm_scores"].to_padded_tensor().sum(-1) > self.loss_settings.pass_threshold
+        passed = data["rm_scores"].to_padded_tensor(0.0).sum(-1) > self.loss_settings.pass_threshold
         _, sft_group = core.hpt_sft_groups(passed, codes, ~is_expert, self.loss_settings.hpt_gamma)
         dropped = [i for i in experts if not bool(sft_group[i])]
         if dropped:

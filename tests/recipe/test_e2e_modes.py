@@ -74,17 +74,19 @@ def test_chord_mixes_grpo_with_the_expert_sft_term_on_its_schedule(assets):  # n
 
 
 def test_hpt_switches_each_group_between_grpo_and_sft(assets):  # noqa: F811
-    """hpt for 2 steps with gamma 0.5 (n = 2: a group with at most one passing rollout switches to SFT): every group
-    is counted once as SFT or RL; exactly the SFT groups' expert rows enter the update (the RL groups' are removed
-    before any forward pass) and their rollouts are left out of the policy-gradient part; where a step has SFT
-    groups their NLL is finite and positive; the expert token share is that of the update batch."""
+    """hpt for 2 steps with gamma 0.5 (n = 2: a group with at most one passing rollout switches to SFT) and a
+    pass-rate window [0, 0.99] (it removes the expert rows of all-pass groups first, which are RL groups anyway): every
+    group is counted once as SFT or RL; exactly the SFT groups' expert rows enter the update (the RL groups' are
+    removed before any forward pass) and their rollouts are left out of the policy-gradient part; where a step has
+    SFT groups their NLL is finite and positive; the expert token share is that of the update batch."""
     from calibrl_ext.cpu_backend.launcher import is_finite_number, run_verl
 
     root, data_dir, model = assets
     out = root / "hpt"
     run = run_verl(
         _overrides(data_dir, model, out, "calibrl.mode=hpt", "trainer.total_training_steps=2",
-                   "trainer.save_freq=-1", "trainer.test_freq=-1", "actor_rollout_ref.actor.policy_loss.hpt_gamma=0.5"),
+                   "trainer.save_freq=-1", "trainer.test_freq=-1", "actor_rollout_ref.actor.policy_loss.hpt_gamma=0.5",
+                   "calibrl.pass_rate_window=[0.0,0.99]"),
         metrics_path=out / "metrics.jsonl", entry_module=RECIPE_ENTRY, timeout_s=900,
     )  # fmt: skip
     run.raise_for_status()
@@ -94,6 +96,7 @@ def test_hpt_switches_each_group_between_grpo_and_sft(assets):  # noqa: F811
         m = steps[step]
         sft_groups = m["calibrl/hpt_sft_groups"]
         assert sft_groups + m["calibrl/hpt_rl_groups"] == PROMPTS_PER_STEP
+        assert m["calibrl/groups_outside_pass_window"] <= m["calibrl/hpt_rl_groups"]
         assert m["actor/expert_rows_seen"] == m["calibrl/expert_rows"] == sft_groups
         assert m["calibrl/hpt_sft_group_rollouts_left_out"] == sft_groups * N_ROLLOUTS
         assert m["calibrl/update_rows"] == PROMPTS_PER_STEP * N_ROLLOUTS + sft_groups
