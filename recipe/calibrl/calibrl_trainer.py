@@ -237,20 +237,26 @@ class CalibRLTrainer(PPOTrainerSync):
         metrics["calibrl/groups_outside_pass_window"] = float(len(dropped))
         return [i for i in experts if i not in set(dropped)]
 
-    def _apply_hpt_switch(self, batch: KVBatchMeta, experts: list[int], metrics: dict) -> list[int]:
+    def _apply_hpt_switch(
+        self, batch: KVBatchMeta, on_policy: list[int], experts: list[int], metrics: dict
+    ) -> list[int]:
         """HPT's per-group switch (calibrl_ext/losses/hpt.py): clear the expert row of every group whose on-policy
         pass rate is > ``hpt_gamma`` (it trains with GRPO on its rollouts); groups that keep theirs train on it with
-        SFT, and the loss leaves their rollouts out (``HPT_SFT_GROUP``, written with the other fields)."""
-        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores", "uid"])
-        is_expert = torch.zeros(len(batch), dtype=torch.bool)
-        is_expert[experts] = True
+        SFT, and the loss leaves their rollouts out (``HPT_SFT_GROUP``, written with the other fields). Only rows
+        still in TransferQueue are read (the pass-rate window may have cleared expert rows of ``batch``)."""
+        rows = on_policy + experts
+        data = tq.kv_batch_get(
+            keys=[batch.keys[i] for i in rows], partition_id=batch.partition_id, select_fields=["rm_scores", "uid"]
+        )
+        is_expert = torch.tensor([False] * len(on_policy) + [True] * len(experts))
         codes = core.encode_groups(list(data["uid"]))
         passed = data["rm_scores"].to_padded_tensor(0.0).sum(-1) > self.loss_settings.pass_threshold
         _, sft_group = core.hpt_sft_groups(passed, codes, ~is_expert, self.loss_settings.hpt_gamma)
-        dropped = [i for i in experts if not bool(sft_group[i])]
+        expert_in_sft = sft_group[len(on_policy):].tolist()
+        dropped = [i for i, sft in zip(experts, expert_in_sft) if not sft]
         if dropped:
             tq.kv_clear(keys=[batch.keys[i] for i in dropped], partition_id=batch.partition_id)
-        kept = [i for i in experts if bool(sft_group[i])]
+        kept = [i for i, sft in zip(experts, expert_in_sft) if sft]
         metrics["calibrl/hpt_sft_groups"] = float(len(kept))
         metrics["calibrl/hpt_rl_groups"] = float(int(codes.max()) + 1 - len(kept)) if codes.numel() else 0.0
         return kept
@@ -333,7 +339,7 @@ class CalibRLTrainer(PPOTrainerSync):
         on_policy, experts, truncated = self._classify_rows(batch)
         experts = self._drop_out_of_window_experts(batch, experts, metrics)
         if self.settings.mode == "hpt":
-            experts = self._apply_hpt_switch(batch, experts, metrics)
+            experts = self._apply_hpt_switch(batch, on_policy, experts, metrics)
         is_truncated = {batch.keys[i]: bool(truncated[i]) for i in experts}
         expert_keys = {batch.keys[i] for i in experts}
         full, update_keys = self._layout_for_log_probs(batch, on_policy, experts, metrics)
