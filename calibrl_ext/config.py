@@ -3,7 +3,7 @@
 Selected in a verl config with::
 
     actor_rollout_ref.actor.policy_loss._target_=calibrl_ext.config.CalibRLPolicyLossConfig
-    actor_rollout_ref.actor.policy_loss.loss_mode=calibrl      # or luffy / rlplus
+    actor_rollout_ref.actor.policy_loss.loss_mode=calibrl      # or luffy / rlplus / chord / hpt
 
 Every field's default reproduces the authors' released code (arXiv 2602.20197, METHOD §3, §5, §7).
 Out-of-range values raise at construction, i.e. when verl builds the actor config at start-up, with the
@@ -18,13 +18,13 @@ from typing import Optional
 
 from verl.workers.config import PolicyLossConfig
 
-from calibrl_ext.core import ACTIVATIONS, BEYOND_EXPERT_MODES
+from calibrl_ext.core import ACTIVATIONS, BEYOND_EXPERT_MODES, CHORD_DEFAULTS, HPT_DEFAULTS
 
 #: Prefix of every key of this dataclass in a verl config, used in error messages.
 CONFIG_PREFIX = "actor_rollout_ref.actor.policy_loss"
 
 #: ``loss_mode`` values registered by calibrl (see :mod:`calibrl_ext.verl_losses`).
-CALIBRL_LOSS_MODES = ("calibrl", "luffy", "rlplus")
+CALIBRL_LOSS_MODES = ("calibrl", "luffy", "rlplus", "chord", "hpt")
 
 
 class ConfigValueError(ValueError):
@@ -45,11 +45,12 @@ def _is_number(x) -> bool:
 
 @dataclass
 class CalibRLPolicyLossConfig(PolicyLossConfig):
-    """Policy-loss settings for CalibRL and the LUFFY / RL-PLUS baselines.
+    """Policy-loss settings for CalibRL and the LUFFY / RL-PLUS / CHORD / HPT baselines.
 
     Args:
-        loss_mode: ``calibrl`` (PPO + lambda * calibration term), ``luffy`` or ``rlplus`` (expert rows trained with
-            their §5 losses). Other verl modes are accepted unchanged (the calibrl fields are then unused).
+        loss_mode: ``calibrl`` (PPO + lambda * calibration term), ``luffy`` / ``rlplus`` (expert rows trained with
+            their §5 losses), ``chord`` / ``hpt`` (expert rows trained with an SFT loss, see their keys below).
+            Other verl modes are accepted unchanged (the calibrl fields are then unused).
         alpha: LeakyReLU slope for x < 0 in the calibration term (paper alpha; released 0.5). In [0, 1]: 0 switches
             the x < 0 branch off (ReLU), 1 makes the term linear (no modulation by the expert baseline).
         lam: weight lambda of the calibration term (released 0.1). >= 0; 0 reduces CalibRL to Dr.GRPO.
@@ -67,6 +68,20 @@ class CalibRLPolicyLossConfig(PolicyLossConfig):
             against (r_e - mu) / 1e-6 when norm_by_std is on and a group is all-equal). ``null`` disables the
             clamp; non-finite values are always dropped. Default 5.0 never acts with the released Dr.GRPO
             advantages (|A_e| <= 1.1).
+        chord_mu_warmup_steps, chord_mu_decay_steps, chord_mu_peak, chord_mu_valley: CHORD's mixing weight mu of
+            the expert SFT term (``calibrl_ext/losses/chord.py``): linear 0 -> peak over the warm-up steps, cosine
+            peak -> valley over the decay steps, then valley. Defaults 0 / 0 / 0.1 / 0.1 (a constant mu = 0.1):
+            Trinity-RFT ``MIXCHORDPolicyLossFn.default_args`` (docs/method.md, "CHORD"). Steps >= 0, mu in [0, 1].
+        chord_enable_phi: weight each expert token's NLL by phi(p) = p (1 - p) (CHORD-phi; Trinity-RFT default
+            ``enable_phi_function: True``); false trains the expert row with the plain NLL (CHORD-mu; ms-swift's
+            ``chord_enable_phi_function`` default).
+        hpt_gamma: HPT's switch threshold (``calibrl_ext/losses/hpt.py``): a group whose on-policy pass rate P
+            (reward > ``pass_threshold``) is <= gamma trains on its expert row with SFT and drops its rollouts from
+            the policy-gradient part; a group with P > gamma trains with GRPO and drops its expert row. In [0, 1).
+            Default 0.0 (SFT only where no rollout passed): the released Qwen script's ``switch_gate=0`` solved
+            rollouts of n = 8 (Unify-Post-Training ``exp_scripts/train.sh``; docs/method.md, "HPT").
+        hpt_sft_coef: weight of HPT's SFT loss beside the policy-gradient part (released ``sft_loss_coef=1.0``).
+            > 0.
     """
 
     loss_mode: str = "calibrl"
@@ -79,6 +94,13 @@ class CalibRLPolicyLossConfig(PolicyLossConfig):
     beyond_expert: str = "zero_baseline"
     luffy_gamma: float = 0.1
     expert_adv_clip: Optional[float] = 5.0
+    chord_mu_warmup_steps: int = CHORD_DEFAULTS["mu_warmup_steps"]
+    chord_mu_decay_steps: int = CHORD_DEFAULTS["mu_decay_steps"]
+    chord_mu_peak: float = CHORD_DEFAULTS["mu_peak"]
+    chord_mu_valley: float = CHORD_DEFAULTS["mu_valley"]
+    chord_enable_phi: bool = CHORD_DEFAULTS["enable_phi"]
+    hpt_gamma: float = HPT_DEFAULTS["gamma"]
+    hpt_sft_coef: float = HPT_DEFAULTS["sft_coef"]
 
     def __post_init__(self):
         _check(_is_number(self.alpha) and 0.0 <= self.alpha <= 1.0, "alpha", self.alpha, "must be a number in [0, 1]")
@@ -105,6 +127,20 @@ class CalibRLPolicyLossConfig(PolicyLossConfig):
             self.expert_adv_clip,
             "must be > 0, or null to disable the clamp",
         )
+        for key in ("chord_mu_warmup_steps", "chord_mu_decay_steps"):
+            value = getattr(self, key)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key, value,
+                   "must be an integer >= 0")  # fmt: skip
+        for key in ("chord_mu_peak", "chord_mu_valley"):
+            value = getattr(self, key)
+            _check(_is_number(value) and 0.0 <= value <= 1.0, key, value, "must be a number in [0, 1] (mu mixes "
+                   "(1 - mu) * GRPO + mu * SFT)")  # fmt: skip
+        _check(isinstance(self.chord_enable_phi, bool), "chord_enable_phi", self.chord_enable_phi,
+               "must be true or false")  # fmt: skip
+        _check(_is_number(self.hpt_gamma) and 0.0 <= self.hpt_gamma < 1.0, "hpt_gamma", self.hpt_gamma,
+               "must be a pass rate in [0, 1) (at 1 every group would train on SFT only)")  # fmt: skip
+        _check(_is_number(self.hpt_sft_coef) and self.hpt_sft_coef > 0, "hpt_sft_coef", self.hpt_sft_coef,
+               "must be a finite number > 0")  # fmt: skip
 
 
 def calibrl_settings(actor_config) -> CalibRLPolicyLossConfig:

@@ -36,15 +36,17 @@ from calibrl_ext.losses.groups import (
     expert_baseline,
     group_advantages,
 )
-from calibrl_ext.losses.hybrid import guard_expert_advantage
 from calibrl_ext.losses.multi_expert import (
     EXPERT_COMBINE_RULES,
     combined_expert_baseline,
     experts_per_group,
     multi_expert_calibration_mask,
 )
+from calibrl_ext.losses.chord import CHORD_DEFAULTS, chord_expert_token_loss, chord_mu, chord_policy_loss
+from calibrl_ext.losses.hpt import HPT_DEFAULTS, hpt_policy_loss, hpt_sft_groups
+from calibrl_ext.losses.hybrid import guard_expert_advantage, mix_policy_and_sft
 from calibrl_ext.losses.luffy import luffy_expert_token_loss, luffy_policy_loss
-from calibrl_ext.losses.ppo import LOG_RATIO_CLAMP, LOSS_AGG_MODES, aggregate_loss, ppo_clip_token_loss
+from calibrl_ext.losses.ppo import LOG_RATIO_CLAMP, LOSS_AGG_MODES, aggregate_loss, part_token_mean, ppo_clip_token_loss
 from calibrl_ext.losses.rlplus import rlplus_expert_token_loss, rlplus_policy_loss
 
 __all__ = [
@@ -52,6 +54,8 @@ __all__ = [
     "Activation",
     "BEYOND_EXPERT_MODES",
     "EXPERT_COMBINE_RULES",
+    "CHORD_DEFAULTS",
+    "HPT_DEFAULTS",
     "LOG_RATIO_CLAMP",
     "LOSS_AGG_MODES",
     "aggregate_loss",
@@ -60,14 +64,21 @@ __all__ = [
     "calibration_diagnostics",
     "calibrl_policy_loss",
     "combined_expert_baseline",
+    "chord_expert_token_loss",
+    "chord_mu",
+    "chord_policy_loss",
     "encode_groups",
     "expert_baseline",
     "experts_per_group",
     "group_advantages",
     "guard_expert_advantage",
+    "hpt_policy_loss",
+    "hpt_sft_groups",
     "luffy_expert_token_loss",
     "luffy_policy_loss",
     "multi_expert_calibration_mask",
+    "mix_policy_and_sft",
+    "part_token_mean",
     "ppo_clip_token_loss",
     "rlplus_expert_token_loss",
     "rlplus_policy_loss",

@@ -1,4 +1,5 @@
-"""verl glue for the policy losses: ``calibrl``, ``luffy`` and ``rlplus`` in verl's policy-loss registry.
+"""verl glue for the policy losses: ``calibrl``, ``luffy``, ``rlplus``, ``chord`` and ``hpt`` in verl's policy-loss
+registry.
 
 How the per-row CalibRL inputs reach a registered loss
 ------------------------------------------------------
@@ -37,13 +38,28 @@ from calibrl_ext import config as calibrl_config
 EXPERT_BASELINE = "calibrl_expert_baseline"  # [T] float: b_t (zeros where no expert / past the expert's length)
 CALIBRATION_MASK = "calibrl_calibration_mask"  # [T] float: 1 where the calibration term applies
 PASSED = "calibrl_passed"  # [] bool: s_i > 0
-IS_EXPERT = "calibrl_is_expert"  # [] bool: expert row (trained only by luffy / rlplus)
-BATCH_FIELDS = (EXPERT_BASELINE, CALIBRATION_MASK, PASSED, IS_EXPERT)
+IS_EXPERT = "calibrl_is_expert"  # [] bool: expert row (trained only by luffy / rlplus / chord / hpt)
+CHORD_MU = "calibrl_chord_mu"  # [] float: CHORD's mu of this step (the same on every row)
+HPT_SFT_GROUP = "calibrl_hpt_sft_group"  # [] bool: the row's group is switched to SFT (hpt)
+#: [] float each: the share of the update batch's response tokens that the PPO part / the expert SFT part trains
+#: (the same on every row; chord and hpt average each part over its own tokens, see losses.ppo.part_token_mean).
+POLICY_TOKEN_SHARE = "calibrl_policy_token_share"
+EXPERT_TOKEN_SHARE = "calibrl_expert_token_share"
+BATCH_FIELDS = (
+    EXPERT_BASELINE, CALIBRATION_MASK, PASSED, IS_EXPERT, CHORD_MU, HPT_SFT_GROUP, POLICY_TOKEN_SHARE,
+    EXPERT_TOKEN_SHARE,
+)  # fmt: skip
 # [] float: this update's lambda (adaptive lambda, calibrl_ext/adaptive_lam.py); absent: policy_loss.lam. Optional,
 # so not in BATCH_FIELDS (the fork kit's select keys mirror those).
 LAM = "calibrl_lam"
 
-_REQUIRED_FIELDS = {"calibrl": (EXPERT_BASELINE, PASSED), "luffy": (IS_EXPERT,), "rlplus": (IS_EXPERT,)}
+_REQUIRED_FIELDS = {
+    "calibrl": (EXPERT_BASELINE, PASSED),
+    "luffy": (IS_EXPERT,),
+    "rlplus": (IS_EXPERT,),
+    "chord": (IS_EXPERT, CHORD_MU, POLICY_TOKEN_SHARE, EXPERT_TOKEN_SHARE),
+    "hpt": (IS_EXPERT, HPT_SFT_GROUP, POLICY_TOKEN_SHARE, EXPERT_TOKEN_SHARE),
+}
 
 _micro_batch_extras: contextvars.ContextVar[Optional[dict[str, Any]]] = contextvars.ContextVar(
     "calibrl_micro_batch_extras", default=None
@@ -242,6 +258,81 @@ def compute_policy_loss_rlplus(
     )
 
 
+def _row_constant(tensors: dict[str, torch.Tensor], name: str) -> float:
+    """A per-row field the driver writes with the same value on every row (mu, the token shares)."""
+    values = tensors[name].float()
+    if values.numel() == 0:
+        return 0.0
+    if not bool(torch.all(values == values[0])):
+        raise ValueError(f"batch field {name} must hold one value for the whole step, got {values.unique().tolist()}")
+    return float(values[0])
+
+
+def _policy_and_sft_loss(
+    loss_mode: str,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str,
+    config,
+    rollout_is_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """CHORD / HPT: a PPO part and an expert SFT part, each a token mean over its own tokens, then mixed."""
+    if loss_agg_mode != "token-mean":
+        raise ValueError(
+            f"policy loss {loss_mode!r} averages each part over its own tokens (token-mean, as its reference code); "
+            f"got {loss_agg_mode!r}. Set actor_rollout_ref.actor.loss_agg_mode=token-mean."
+        )
+    settings = calibrl_config.calibrl_settings(config)
+    extras = _extras(loss_mode)
+    tensors = extras["tensors"]
+    tokens = response_mask.bool()
+    expert_rows = tensors[IS_EXPERT].bool().unsqueeze(-1)
+    if loss_mode == "hpt":
+        sft_rows = tensors[HPT_SFT_GROUP].bool().unsqueeze(-1)
+        policy_tokens, expert_tokens = tokens & ~expert_rows & ~sft_rows, tokens & expert_rows & sft_rows
+        policy_weight, expert_weight = 1.0, settings.hpt_sft_coef
+        sft_mat = core.chord_expert_token_loss(log_prob, enable_phi=False)
+    else:
+        mu = _row_constant(tensors, CHORD_MU)
+        policy_tokens, expert_tokens = tokens & ~expert_rows, tokens & expert_rows
+        policy_weight, expert_weight = 1.0 - mu, mu
+        sft_mat = core.chord_expert_token_loss(log_prob, enable_phi=settings.chord_enable_phi)
+    pg_mat, pg_metrics = _ppo_token_loss(old_log_prob, log_prob, advantages, policy_tokens, config, rollout_is_weights)
+    info = config.global_batch_info
+    loss, pg_part, sft_part = core.mix_policy_and_sft(
+        pg_mat, sft_mat, policy_tokens, expert_tokens, policy_weight, expert_weight,
+        _row_constant(tensors, POLICY_TOKEN_SHARE), _row_constant(tensors, EXPERT_TOKEN_SHARE),
+        dp_size=info.get("dp_size", 1) or 1, batch_num_tokens=info.get("batch_num_tokens"),
+    )  # fmt: skip
+    expert_name = "hpt_sft_loss" if loss_mode == "hpt" else "chord_expert_loss"
+    extras["parts"].update(pg_loss=pg_part, **{expert_name: sft_part})
+    return loss, pg_metrics
+
+
+@register_policy_loss("chord")
+def compute_policy_loss_chord(
+    old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
+):
+    """CHORD (arXiv 2508.11408; calibrl_ext/losses/chord.py): (1 - mu) * PPO on on-policy tokens + mu * the
+    phi-weighted NLL of the expert row, mu from the driver's schedule. ``(bs, T)``."""
+    return _policy_and_sft_loss(
+        "chord", old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights
+    )
+
+
+@register_policy_loss("hpt")
+def compute_policy_loss_hpt(
+    old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None, rollout_is_weights=None
+):
+    """HPT (arXiv 2509.04419; calibrl_ext/losses/hpt.py): PPO on the rollouts of RL groups + sft_coef * NLL of the
+    expert rows of SFT groups (pass rate <= gamma, decided by the driver). ``(bs, T)``."""
+    return _policy_and_sft_loss(
+        "hpt", old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights
+    )
+
+
 def read_batch_extras(data: TensorDict) -> dict[str, torch.Tensor]:
     """The :data:`BATCH_FIELDS` present in a micro-batch, padded like verl pads ``old_log_probs``.
 
@@ -259,7 +350,8 @@ def calibrl_actor_loss(config, model_output, data: TensorDict, dp_group=None):
     """Actor loss for ``set_loss_fn``: verl's ``ppo_loss`` with the CalibRL batch fields made visible.
 
     Args:
-        config: verl ``ActorConfig`` (its ``policy_loss.loss_mode`` selects calibrl / luffy / rlplus / any verl mode).
+        config: verl ``ActorConfig`` (its ``policy_loss.loss_mode`` selects calibrl / luffy / rlplus / chord / hpt /
+            any verl mode).
         model_output: the engine's output (``log_probs`` nested, ``entropy`` optional).
         data: the micro-batch TensorDict, including the :data:`BATCH_FIELDS` written by the driver.
         dp_group: data-parallel group (passed through).
@@ -267,7 +359,8 @@ def calibrl_actor_loss(config, model_output, data: TensorDict, dp_group=None):
     Returns:
         ``(loss, metrics)`` as verl's ``ppo_loss``; ``actor/pg_loss`` is the PPO part alone and the calibration /
         expert parts are reported as ``actor/calibration_loss``, ``actor/luffy_expert_loss``,
-        ``actor/rlplus_expert_loss`` (each before its weight lambda), aggregated like ``actor/pg_loss``. Two counts
+        ``actor/rlplus_expert_loss``, ``actor/chord_expert_loss``, ``actor/hpt_sft_loss`` (each before its weight),
+        aggregated like ``actor/pg_loss``. Two counts
         prove what entered the update: ``actor/update_tokens_seen`` (response tokens) and
         ``actor/expert_rows_seen``, summed over micro-batches, mini-batches and epochs and, like every verl SUM
         metric, averaged over data-parallel ranks (multiply by the dp size for the total). With a per-row

@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# ---- method: calibrl | luffy | rlplus | grpo | entropy_reg (the baselines of the paper on the same data) ----
+# ---- method: calibrl | luffy | rlplus | grpo | entropy_reg | chord | hpt (the baselines on the same data) ----
 MODE=${MODE:-calibrl}
 # ---- data and model ----
 MODEL_PATH=${MODEL_PATH:?set MODEL_PATH (a local HF checkpoint directory or a hub id)}

@@ -10,9 +10,11 @@ formula and every default below were read from the public reference implementati
 ``trinity/algorithm/policy_loss_fn/chord_policy_loss.py`` (``mu_schedule_function``, ``phi_function``,
 ``SFTPhiLossFn``, ``MIXCHORDPolicyLossFn.default_args``: mu_warmup_steps 0, mu_decay_steps 0, mu_peak 0.1,
 mu_valley 0.1, enable_phi_function True); no code was copied. Each part is averaged over its OWN tokens
-(token-level ``masked_mean`` there), so mu is the share of the two parts whatever their token counts.
+(token-level ``masked_mean`` there), so mu is the share of the two parts whatever their token counts
+(:func:`calibrl_ext.losses.hybrid.mix_policy_and_sft`).
 
-Not yet on the ``calibrl.mode`` switch: no verl registration uses this module yet (issue 12).
+On the switch as ``calibrl.mode=chord`` (verl loss ``chord``, :mod:`calibrl_ext.verl_losses`); its keys are the
+``chord_*`` fields of :class:`calibrl_ext.config.CalibRLPolicyLossConfig`.
 
 Shapes: ``N`` rows (on-policy rows and expert rows), ``T`` response positions.
 """
@@ -24,7 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
-from calibrl_ext.losses.ppo import _masked_mean, _on_policy_mask, _row_vector, aggregate_loss, ppo_clip_token_loss
+from calibrl_ext.losses.hybrid import mix_policy_and_sft
+from calibrl_ext.losses.ppo import _masked_mean, _on_policy_mask, _row_vector, ppo_clip_token_loss
 
 __all__ = ["CHORD_DEFAULTS", "chord_mu", "chord_expert_token_loss", "chord_policy_loss"]
 
@@ -72,9 +75,12 @@ def chord_policy_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.2,
     clip_c: float = 3.0,
-    loss_agg_mode: str = "token-mean",
+    policy_token_share: float | None = None,
+    expert_token_share: float | None = None,
+    dp_size: int = 1,
+    batch_num_tokens: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(1 - mu) * agg(PPO over on-policy tokens) + mu * agg(SFT-phi over expert tokens).
+    """(1 - mu) * mean(PPO over on-policy tokens) + mu * mean(SFT-phi over expert tokens), token means per part.
 
     Args:
         old_log_probs, log_probs, advantages, response_mask: ``[N, T]`` (advantages may be ``[N]``; expert rows'
@@ -82,7 +88,9 @@ def chord_policy_loss(
         is_expert: ``[N]`` bool.
         mu: the mixing weight in [0, 1] (see :func:`chord_mu`).
         enable_phi: weight expert tokens by p (1 - p) (CHORD-phi) or not (CHORD with plain SFT).
-        clip_low, clip_high, clip_c, loss_agg_mode: the PPO part, as :func:`calibrl_ext.losses.ppo.ppo_clip_token_loss`.
+        clip_low, clip_high, clip_c: the PPO part, as :func:`calibrl_ext.losses.ppo.ppo_clip_token_loss`.
+        policy_token_share, expert_token_share, dp_size, batch_num_tokens: micro-batch normalisation, see
+            :func:`calibrl_ext.losses.ppo.part_token_mean` (omit them for one batch).
 
     Returns:
         ``(loss, metrics)``: metrics ``pg_loss``, ``chord_expert_loss`` (each before its weight), ``chord_mu``,
@@ -98,12 +106,13 @@ def chord_policy_loss(
     advantages = _row_vector(advantages, log_probs, "advantages").expand_as(log_probs)
     pg_mat, stats = ppo_clip_token_loss(safe_old, safe_new, advantages, clip_low, clip_high, clip_c)
     sft_mat = chord_expert_token_loss(safe_new, enable_phi)
-    pg_loss = aggregate_loss(pg_mat, on_mask, loss_agg_mode)
-    sft_loss = aggregate_loss(sft_mat, expert_mask, loss_agg_mode)
-    loss = (1.0 - mu) * pg_loss + mu * sft_loss
+    loss, pg_loss, sft_loss = mix_policy_and_sft(
+        pg_mat, sft_mat, on_mask, expert_mask, 1.0 - mu, mu, policy_token_share, expert_token_share, dp_size,
+        batch_num_tokens,
+    )  # fmt: skip
     metrics = {
-        "pg_loss": pg_loss.detach(),
-        "chord_expert_loss": sft_loss.detach(),
+        "pg_loss": pg_loss,
+        "chord_expert_loss": sft_loss,
         "chord_mu": torch.tensor(float(mu)),
         "pg_clipfrac": _masked_mean(stats["clipped"], on_mask),
         "pg_clipfrac_lower": _masked_mean(stats["clipped_lower"], on_mask),

@@ -18,10 +18,11 @@ from calibrl_ext.losses.ppo import (
     _row_vector,
     _sanitize,
     aggregate_loss,
+    part_token_mean,
     ppo_clip_token_loss,
 )
 
-__all__ = ["ExpertTokenLoss", "guard_expert_advantage", "hybrid_policy_loss"]
+__all__ = ["ExpertTokenLoss", "guard_expert_advantage", "hybrid_policy_loss", "mix_policy_and_sft"]
 
 #: ``(log_probs [N, T], old_log_probs [N, T], expert_advantages [N, T]) -> [N, T]`` per-token expert loss.
 ExpertTokenLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -88,3 +89,33 @@ def hybrid_policy_loss(
         "expert_token_fraction": _masked_mean(expert_mask, all_mask),
     }
     return total, metrics
+
+
+def mix_policy_and_sft(
+    pg_mat: torch.Tensor,
+    sft_mat: torch.Tensor,
+    policy_mask: torch.Tensor,
+    expert_mask: torch.Tensor,
+    policy_weight: float,
+    expert_weight: float,
+    policy_token_share: float | torch.Tensor | None = None,
+    expert_token_share: float | torch.Tensor | None = None,
+    dp_size: int = 1,
+    batch_num_tokens: int | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``policy_weight * mean(pg over policy tokens) + expert_weight * mean(sft over expert tokens)``, each mean over
+    its part's own tokens (:func:`calibrl_ext.losses.ppo.part_token_mean`): the frame of CHORD and HPT, whose
+    reference code averages the policy-gradient and SFT parts separately before mixing them.
+
+    Args:
+        pg_mat, sft_mat: ``[N, T]`` per-token PPO loss and expert SFT loss.
+        policy_mask, expert_mask: ``[N, T]`` the tokens each part trains (disjoint).
+        policy_weight, expert_weight: the mix (CHORD: 1 - mu, mu; HPT: 1, sft_coef).
+        policy_token_share, expert_token_share, dp_size, batch_num_tokens: see :func:`part_token_mean`.
+
+    Returns:
+        ``(loss, pg_part, sft_part)``: the parts before their weights, detached.
+    """
+    pg_part = part_token_mean(pg_mat, policy_mask, policy_token_share, dp_size, batch_num_tokens)
+    sft_part = part_token_mean(sft_mat, expert_mask, expert_token_share, dp_size, batch_num_tokens)
+    return policy_weight * pg_part + expert_weight * sft_part, pg_part.detach(), sft_part.detach()

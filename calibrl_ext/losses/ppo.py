@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["LOG_RATIO_CLAMP", "LOSS_AGG_MODES", "aggregate_loss", "ppo_clip_token_loss"]
+__all__ = ["LOG_RATIO_CLAMP", "LOSS_AGG_MODES", "aggregate_loss", "part_token_mean", "ppo_clip_token_loss"]
 
 #: Loss aggregation modes, identical to verl's ``agg_loss``.
 LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean")
@@ -121,6 +121,47 @@ def aggregate_loss(
     if loss_agg_mode == "seq-mean-token-sum-norm":
         loss = loss / (loss_scale_factor if loss_scale_factor is not None else loss_mask.shape[-1])
     return loss
+
+
+def part_token_mean(
+    loss_mat: torch.Tensor,
+    part_mask: torch.Tensor,
+    token_share: float | torch.Tensor | None = None,
+    dp_size: int = 1,
+    batch_num_tokens: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Token mean of ONE part of the loss (e.g. the PPO part or the expert SFT part) over that part's own tokens.
+
+    CHORD and HPT average each part over its own tokens and then mix the means (Trinity-RFT ``MIXCHORDPolicyLossFn``,
+    Unify-Post-Training ``mix_actor.py``: one ``masked_mean`` per part). Under verl's micro-batching a micro-batch
+    only sees its own rows, and verl passes the mini-batch's token count over every part (``batch_num_tokens``,
+    summed over data-parallel ranks). The part's own mini-batch token count is taken as ``batch_num_tokens *
+    token_share``, with ``token_share`` the part's share of the response tokens of the step's update batch (the
+    driver computes it, where the whole batch is known): exact when a step's update is one mini-batch, whatever the
+    micro-batch split and the data-parallel size; with several mini-batches each one uses the step's share.
+
+    Args:
+        loss_mat: ``[N, T]`` per-token loss (finite where ``part_mask`` is set).
+        part_mask: ``[N, T]`` the part's tokens in this micro-batch.
+        token_share: the part's share of the update batch's response tokens, in [0, 1]; only read with
+            ``batch_num_tokens``.
+        dp_size, batch_num_tokens: verl's ``config.global_batch_info``; without ``batch_num_tokens`` (a single
+            batch, no micro-batching) the mean is over ``part_mask`` itself.
+
+    Returns:
+        scalar; 0 where the part has no tokens.
+    """
+    masked = torch.where(part_mask.bool(), loss_mat, torch.zeros_like(loss_mat)).sum()
+    if batch_num_tokens is None:
+        if dp_size > 1:
+            raise ValueError("batch_num_tokens (global) is required when dp_size > 1")
+        return masked / part_mask.bool().sum().clamp(min=1)
+    share = float(token_share) if token_share is not None else 1.0
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"token_share must be in [0, 1], got {share}")
+    if share == 0.0:  # the part has no token in the update batch: nothing to average
+        return masked * 0.0
+    return masked / (batch_num_tokens * share) * dp_size
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:

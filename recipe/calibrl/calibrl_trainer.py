@@ -8,7 +8,7 @@ expert row goes through verl's v1 trainer"):
    ``calibrl.max_experts_per_prompt``, with several); sessions ``n..n+k-1`` are the experts, scored by the reward
    function like rollouts.
 2. the group pass-rate window is applied as soon as rewards exist: expert rows of groups outside it are removed
-   from TransferQueue before any forward pass.
+   from TransferQueue before any forward pass (``hpt`` also removes those of groups whose pass rate is > gamma).
 3. layout: the on-policy rows are padded to the actor's mini-batch multiple exactly as in GRPO, then the expert rows
    are appended (and padded to a multiple of the data-parallel size): pads are made BEFORE any log-prob exists,
    because verl's pad rows copy every field of the first row.
@@ -19,8 +19,9 @@ expert row goes through verl's v1 trainer"):
    a field missing on one row vanishes for the whole batch); with ``calibrl.adaptive_lam.enable`` the controller
    turns the on-policy entropy into this update's lambda, written per row too (docs/adaptive.md).
 6. ``calibrl``: the expert rows (and the pads made only for them) are cleared from TransferQueue; the update batch
-   is exactly GRPO's with the same n (METHOD §7.1). ``luffy`` / ``rlplus``: the expert rows stay, with a mini-batch
-   of ``ppo_mini_batch_size * (n + 1)`` rows.
+   is exactly GRPO's with the same n (METHOD §7.1). ``luffy`` / ``rlplus`` / ``chord`` / ``hpt``: the expert rows
+   stay, with a mini-batch of ``ppo_mini_batch_size * (n + 1)`` rows (chord / hpt also get each loss part's token
+   share, CHORD's mu and HPT's SFT groups per row).
 7. reference log-probs (if any), advantages (on-policy group statistics; the ``calibrl`` estimator is told which
    rows are expert rows), actor update with :func:`calibrl_ext.verl_losses.calibrl_actor_loss`.
 """
@@ -50,7 +51,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.debug import marked_timer
 from verl.utils.debug.metrics import calculate_debug_metrics
 
-from calibrl_ext import verl_losses
+from calibrl_ext import core, verl_losses
 from calibrl_ext.adaptive_lam import AdaptiveLamController, on_policy_entropy
 # The module, not the name: `import calibrl_ext.config` imports verl, whose plugin entry point imports this module
 # while calibrl_ext.config is still half-initialised (the name would not exist yet; the module does).
@@ -65,7 +66,7 @@ from recipe.calibrl.calibration_fields import (
 )
 from recipe.calibrl.expert_agent_loop import AGENT_NAME, EXPERT_FLAG, TRUNCATED_FLAG, prompt_expert_solutions
 from recipe.calibrl.schedule import ExpertSchedule, experts_outside_pass_rate_window
-from recipe.calibrl.settings import TRAINER_MODE
+from recipe.calibrl.settings import SFT_MIX_MODES, TRAINER_MODE
 from recipe.calibrl.startup_checks import validate_startup
 
 logger = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ class CalibRLTrainer(PPOTrainerSync):
             is_expert = torch.zeros(len(batch), dtype=torch.bool)
             is_expert[experts] = True
             outside = experts_outside_pass_rate_window(
-                data["rm_scores"].to_padded_tensor().sum(-1),
+                data["rm_scores"].to_padded_tensor(0.0).sum(-1),
                 list(data["uid"]),
                 is_expert,
                 self.loss_settings.pass_threshold,
@@ -261,6 +262,30 @@ class CalibRLTrainer(PPOTrainerSync):
                 tq.kv_clear(keys=[batch.keys[i] for i in dropped], partition_id=batch.partition_id)
         metrics["calibrl/groups_outside_pass_window"] = float(len(dropped))
         return [i for i in experts if i not in set(dropped)]
+
+    def _apply_hpt_switch(
+        self, batch: KVBatchMeta, on_policy: list[int], experts: list[int], metrics: dict
+    ) -> list[int]:
+        """HPT's per-group switch (calibrl_ext/losses/hpt.py): clear the expert row of every group whose on-policy
+        pass rate is > ``hpt_gamma`` (it trains with GRPO on its rollouts); groups that keep theirs train on it with
+        SFT, and the loss leaves their rollouts out (``HPT_SFT_GROUP``, written with the other fields). Only rows
+        still in TransferQueue are read (the pass-rate window may have cleared expert rows of ``batch``)."""
+        rows = on_policy + experts
+        data = tq.kv_batch_get(
+            keys=[batch.keys[i] for i in rows], partition_id=batch.partition_id, select_fields=["rm_scores", "uid"]
+        )
+        is_expert = torch.tensor([False] * len(on_policy) + [True] * len(experts))
+        codes = core.encode_groups(list(data["uid"]))
+        passed = data["rm_scores"].to_padded_tensor(0.0).sum(-1) > self.loss_settings.pass_threshold
+        _, sft_group = core.hpt_sft_groups(passed, codes, ~is_expert, self.loss_settings.hpt_gamma)
+        expert_in_sft = sft_group[len(on_policy):].tolist()
+        dropped = [i for i, sft in zip(experts, expert_in_sft) if not sft]
+        if dropped:
+            tq.kv_clear(keys=[batch.keys[i] for i in dropped], partition_id=batch.partition_id)
+        kept = [i for i, sft in zip(experts, expert_in_sft) if sft]
+        metrics["calibrl/hpt_sft_groups"] = float(len(kept))
+        metrics["calibrl/hpt_rl_groups"] = float(int(codes.max()) + 1 - len(kept)) if codes.numel() else 0.0
+        return kept
 
     def _layout_for_log_probs(
         self, batch: KVBatchMeta, on_policy: list[int], experts: list[int], metrics: dict
@@ -339,6 +364,8 @@ class CalibRLTrainer(PPOTrainerSync):
 
         on_policy, experts, truncated = self._classify_rows(batch)
         experts = self._drop_out_of_window_experts(batch, experts, metrics)
+        if self.settings.mode == "hpt":
+            experts = self._apply_hpt_switch(batch, on_policy, experts, metrics)
         is_truncated = {batch.keys[i]: bool(truncated[i]) for i in experts}
         expert_keys = {batch.keys[i] for i in experts}
         full, update_keys = self._layout_for_log_probs(batch, on_policy, experts, metrics)
@@ -426,6 +453,8 @@ class CalibRLTrainer(PPOTrainerSync):
             },
             batch_size=len(rows),
         )
+        if self.settings.mode in SFT_MIX_MODES:
+            self._add_sft_mix_fields(write, padded["response_mask"], is_expert, fields.group_has_expert, rows, metrics)
         tq.kv_batch_put(keys=[full.keys[i] for i in rows], partition_id=full.partition_id, fields=write)
 
         self._report_old_log_prob_metrics(padded, is_expert, is_pad, stock_metrics, metrics)
@@ -520,6 +549,43 @@ class CalibRLTrainer(PPOTrainerSync):
         else:
             folder = os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}")
         return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+    def _add_sft_mix_fields(
+        self,
+        write: TensorDict,
+        response_mask: torch.Tensor,
+        is_expert: torch.Tensor,
+        group_has_expert: torch.Tensor,
+        rows: list[int],
+        metrics: dict,
+    ) -> None:
+        """chord / hpt: the per-row fields their loss needs (calibrl_ext/verl_losses.py), computed over the whole
+        update batch: each part's token share (so each part is averaged over its own tokens), CHORD's mu for this
+        step, HPT's SFT groups (those that kept their expert row after the switch)."""
+        n = len(rows)
+        tokens = response_mask[rows].sum(-1)
+        expert = is_expert[rows]
+        if self.settings.mode == "hpt":
+            sft_group = group_has_expert[rows]  # the switch left expert rows in SFT groups only
+            policy = ~expert & ~sft_group
+            write[verl_losses.HPT_SFT_GROUP] = sft_group
+            metrics["calibrl/hpt_sft_group_rollouts_left_out"] = float((~expert & sft_group & (tokens > 0)).sum())
+        else:
+            policy = ~expert
+            # verl counts global_steps from 1; the schedule's step 0 is the first training step (Trinity-RFT).
+            mu = core.chord_mu(
+                self.global_steps - 1, self.loss_settings.chord_mu_warmup_steps,
+                self.loss_settings.chord_mu_decay_steps, self.loss_settings.chord_mu_peak,
+                self.loss_settings.chord_mu_valley,
+            )  # fmt: skip
+            write[verl_losses.CHORD_MU] = torch.full((n,), mu, dtype=torch.float32)
+            metrics["calibrl/chord_mu"] = mu
+        total = float(tokens.sum().clamp(min=1))
+        policy_share = float(tokens[policy].sum()) / total
+        expert_share = float(tokens[expert].sum()) / total
+        write[verl_losses.POLICY_TOKEN_SHARE] = torch.full((n,), policy_share, dtype=torch.float32)
+        write[verl_losses.EXPERT_TOKEN_SHARE] = torch.full((n,), expert_share, dtype=torch.float32)
+        metrics["calibrl/policy_token_share"] = policy_share
+        metrics["calibrl/expert_token_share"] = expert_share
 
     def _neutralise_expert_rollout_log_probs(self, full, padded, is_expert, is_pad, rows, lengths) -> None:
         """Keep the expert rows out of verl's rollout correction (luffy / rlplus train them).

@@ -24,6 +24,10 @@ MODE_TO_LOSS_MODE = {
     # GRPO plus verl's entropy bonus (actor.entropy_coeff = calibrl.entropy_coeff): the paper's "conventional RL
     # with entropy regularisation" baseline.
     "entropy_reg": "vanilla",
+    # GRPO mixed with a phi-weighted SFT loss on the expert row, weight mu on a schedule (arXiv 2508.11408).
+    "chord": "chord",
+    # Per group: GRPO if the on-policy pass rate is > gamma, else SFT on the expert row (arXiv 2509.04419).
+    "hpt": "hpt",
 }
 
 #: Modes that add verl's entropy bonus; ``actor.entropy_coeff`` follows ``calibrl.entropy_coeff`` in them, 0 otherwise.
@@ -33,10 +37,14 @@ ENTROPY_MODES = ("entropy_reg",)
 ENTROPY_COEFF_KEY = "actor_rollout_ref.actor.entropy_coeff"
 
 #: Modes whose groups get an expert row.
-EXPERT_MODES = ("calibrl", "luffy", "rlplus")
+EXPERT_MODES = ("calibrl", "luffy", "rlplus", "chord", "hpt")
 
 #: Modes that train the expert row in the actor update (their expert losses, METHOD §5).
-EXPERT_TRAINING_MODES = ("luffy", "rlplus")
+EXPERT_TRAINING_MODES = ("luffy", "rlplus", "chord", "hpt")
+
+#: Modes whose loss averages a PPO part and an expert SFT part over their own tokens (the driver writes each part's
+#: token share, and CHORD's mu / HPT's SFT groups, into the batch: calibrl_ext/verl_losses.py).
+SFT_MIX_MODES = ("chord", "hpt")
 
 #: ``calibrl.expert_combine`` values: how the baselines of several expert rows of a group combine by position
 #: (calibrl_ext/losses/multi_expert.py; the same tuple as ``calibrl_ext.losses.multi_expert.EXPERT_COMBINE_RULES``,
@@ -57,7 +65,8 @@ class CalibRLRecipeSettings:
 
     Args:
         mode: ``calibrl`` (PPO + calibration term, expert rows never trained), ``luffy`` / ``rlplus`` (expert rows
-            trained with their losses), ``grpo`` (no expert rows; the same data and driver).
+            trained with their losses), ``chord`` / ``hpt`` (expert rows trained with an SFT loss: CHORD's mu mix,
+            HPT's per-group switch), ``grpo`` (no expert rows; the same data and driver), ``entropy_reg``.
         expert_column: dataset column holding the expert solution (``""`` = no expert for that prompt; data_prep
             writes ``expert_solution``).
         expert_keep_prob: probability that a prompt's expert row is kept in a step (the released "mix ratio");

@@ -13,7 +13,7 @@ import os
 
 from omegaconf import OmegaConf
 
-from recipe.calibrl.settings import TRAINER_MODE, CalibRLConfigError, CalibRLRecipeSettings
+from recipe.calibrl.settings import SFT_MIX_MODES, TRAINER_MODE, CalibRLConfigError, CalibRLRecipeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +242,37 @@ def check_rollout_correction_rows(config, settings: CalibRLRecipeSettings) -> No
         )
 
 
+def check_sft_mix_modes(config, settings: CalibRLRecipeSettings) -> None:
+    """chord / hpt: their loss averages each part over its own tokens (token-mean, as their reference code), and
+    their keys must leave the expert SFT term a chance to act (range checks are in CalibRLPolicyLossConfig)."""
+    if settings.mode not in SFT_MIX_MODES:
+        return
+    actor = config.actor_rollout_ref.actor
+    if actor.get("loss_agg_mode") != "token-mean":
+        _fail(
+            f"actor_rollout_ref.actor.loss_agg_mode={actor.get('loss_agg_mode')!r}: calibrl.mode={settings.mode} "
+            "averages its policy-gradient and SFT parts over their own tokens (token-mean, as its reference code). "
+            "Set actor_rollout_ref.actor.loss_agg_mode=token-mean."
+        )
+    policy_loss = actor.policy_loss
+    key = "actor_rollout_ref.actor.policy_loss."
+    if settings.mode == "chord" and policy_loss.get("chord_mu_peak") == 0 and policy_loss.get("chord_mu_valley") == 0:
+        _fail(
+            f"{key}chord_mu_peak=0 and {key}chord_mu_valley=0: mu is 0 at every step, so CHORD would be GRPO that "
+            f"forward-passes expert rows for nothing. Set {key}chord_mu_peak / chord_mu_valley > 0 (published 0.1), "
+            "or run calibrl.mode=grpo."
+        )
+    if settings.mode == "hpt":
+        gamma, low = policy_loss.get("hpt_gamma"), settings.pass_rate_window[0]
+        if isinstance(gamma, (int, float)) and low > gamma:
+            _fail(
+                f"calibrl.pass_rate_window=[{low}, ...] starts above {key}hpt_gamma={gamma}: HPT keeps an expert row "
+                f"only where the pass rate is <= hpt_gamma, and the window removes every such row, so no group could "
+                f"ever switch to SFT. Lower calibrl.pass_rate_window's low end to <= {gamma} (default [0, 1]) or "
+                f"raise {key}hpt_gamma."
+            )
+
+
 def check_expert_column(config, settings: CalibRLRecipeSettings) -> None:
     """Every local training parquet has the expert column (read from the parquet schema, no data loaded)."""
     if not settings.uses_expert_rows:
@@ -325,6 +356,7 @@ def validate_startup(config, expect_trainer_mode: bool = False) -> CalibRLRecipe
     check_micro_batch_rows(config, settings)
     check_no_critic(config, settings)
     check_rollout_correction_rows(config, settings)
+    check_sft_mix_modes(config, settings)
     check_expert_column(config, settings)
     check_reward_function(config)
     check_memory_plan(config)

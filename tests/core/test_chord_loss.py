@@ -45,3 +45,37 @@ def test_mix_hand_computed():
     torch.testing.assert_close(loss, torch.tensor(0.75 * expected_pg + 0.25 * expected_sft))
     with pytest.raises(ValueError, match="mu"):
         chord_policy_loss(old, new, adv, mask, torch.tensor([False, False, True]), mu=1.5)
+
+
+def _reference_mix_chord(old, new, mask, adv, is_expert, mu):
+    """Trinity-RFT ``MIXCHORDPolicyLossFn`` with one micro-batch per mini-batch (its per-micro-batch weights are then
+    1), restated: ``(1 - mu) * grpo_loss + mu * sft_loss`` with grpo_loss the token ``masked_mean`` of the clipped PPO
+    loss over the usual rows and sft_loss (``SFTPhiLossFn``) the token ``masked_mean`` of
+    ``-log p * sg(p (1 - p))`` over the expert rows."""
+    on, off = ~is_expert, is_expert
+    ratio = torch.exp(new[on] - old[on])
+    a = adv[on].unsqueeze(-1)
+    grpo = (torch.maximum(-a * ratio, -a * ratio.clamp(0.8, 1.2)) * mask[on]).sum() / mask[on].sum()
+    p = torch.exp(new[off]).detach()
+    sft = (-new[off] * p * (1 - p) * mask[off]).sum() / mask[off].sum()
+    return (1 - mu) * grpo + mu * sft
+
+
+def test_equals_trinity_formula_on_random_rows_and_micro_batches_add_up():
+    """On random rows the loss equals the restated Trinity-RFT formula (loss and gradient); with verl's global token
+    count and each part's token share, two micro-batches (expert rows in one only) add up to the same loss."""
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    old = -torch.rand(4, 3, generator=gen) - 0.1
+    new = (old + 0.2 * torch.randn(4, 3, generator=gen)).requires_grad_()
+    adv = torch.randn(4, generator=gen)
+    is_expert = torch.tensor([False, True, False, False])
+    loss, _ = chord_policy_loss(old, new, adv, mask, is_expert, mu=0.3)
+    reference = _reference_mix_chord(old, new, mask, adv, is_expert, 0.3)
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(torch.autograd.grad(loss, new)[0], torch.autograd.grad(reference, new)[0])
+    total = int(mask.sum())
+    shares = {"policy_token_share": 6 / total, "expert_token_share": 3 / total, "batch_num_tokens": total}
+    split = sum(chord_policy_loss(old[i], new[i], adv[i], mask[i], is_expert[i], mu=0.3, **shares)[0]
+                for i in ([0, 1], [2, 3]))  # fmt: skip
+    torch.testing.assert_close(split, loss)

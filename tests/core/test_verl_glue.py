@@ -36,8 +36,9 @@ def _global_info(rows, tokens_mask=None):
 
 
 def test_registries_hold_calibrl_and_keep_verls_own_entries():
-    """calibrl, luffy, rlplus are registered losses and calibrl an estimator; verl's own entries are untouched."""
-    for name in ("calibrl", "luffy", "rlplus"):
+    """calibrl, luffy, rlplus, chord, hpt are registered losses and calibrl an estimator; verl's own entries are
+    untouched."""
+    for name in ("calibrl", "luffy", "rlplus", "chord", "hpt"):
         assert POLICY_LOSS_REGISTRY[name].__module__ == "calibrl_ext.verl_losses"
     assert ADV_ESTIMATOR_REGISTRY["calibrl"].__module__ == "calibrl_ext.verl_advantage"
     assert POLICY_LOSS_REGISTRY["vanilla"] is compute_policy_loss_vanilla
@@ -135,7 +136,9 @@ def test_missing_fields_and_wrong_config_name_the_fix(actor_config, micro_batch)
     "key,value",
     [("alpha", 1.5), ("alpha", -0.1), ("lam", -1.0), ("lam", float("nan")), ("activation", "gelu"),
      ("huber_delta", 0.0), ("beyond_expert", "cut"), ("luffy_gamma", 0.0), ("expert_adv_clip", -1.0),
-     ("weight_by_abs_advantage", "yes")],
+     ("weight_by_abs_advantage", "yes"), ("chord_mu_warmup_steps", -1), ("chord_mu_decay_steps", 1.5),
+     ("chord_mu_peak", 1.5), ("chord_mu_valley", -0.1), ("chord_enable_phi", "yes"), ("hpt_gamma", 1.0),
+     ("hpt_gamma", -0.1), ("hpt_sft_coef", 0.0)],
 )  # fmt: skip
 def test_out_of_range_config_raises_with_the_full_key(key, value):
     """Out-of-range values raise at construction (verl builds the actor config at start-up) naming the full key."""
@@ -149,6 +152,20 @@ def test_config_defaults_are_the_released_values():
     assert (c.loss_mode, c.alpha, c.lam, c.activation, c.weight_by_abs_advantage, c.pass_threshold) == (
         "calibrl", 0.5, 0.1, "leaky_relu", True, 0.1)  # fmt: skip
     assert c.beyond_expert == "zero_baseline"
+
+
+def test_chord_and_hpt_defaults_are_the_published_values():
+    """CHORD: Trinity-RFT MIXCHORDPolicyLossFn.default_args (constant mu 0.1, phi on); HPT: Unify-Post-Training
+    exp_scripts/train.sh (switch_gate 0 of n = 8 -> gamma 0.0, sft_loss_coef 1.0). The recipe yaml says the same."""
+    from omegaconf import OmegaConf
+
+    c = CalibRLPolicyLossConfig()
+    assert (c.chord_mu_warmup_steps, c.chord_mu_decay_steps, c.chord_mu_peak, c.chord_mu_valley) == (0, 0, 0.1, 0.1)
+    assert c.chord_enable_phi is True and (c.hpt_gamma, c.hpt_sft_coef) == (0.0, 1.0)
+    yaml = OmegaConf.load("recipe/calibrl/config/calibrl_trainer.yaml").actor_rollout_ref.actor.policy_loss
+    for key in ("chord_mu_warmup_steps", "chord_mu_decay_steps", "chord_mu_peak", "chord_mu_valley",
+                "chord_enable_phi", "hpt_gamma", "hpt_sft_coef"):  # fmt: skip
+        assert yaml[key] == getattr(c, key), key
 
 
 def test_estimator_through_verls_compute_advantage():
@@ -209,3 +226,75 @@ def test_calibrl_with_lambda_zero_is_verls_vanilla_loss(actor_config, loss_agg_m
     torch.testing.assert_close(our_grad, their_grad)
     assert our_metrics == pytest.approx(their_metrics)
     assert their_metrics["actor/pg_clipfrac"] > 0
+
+
+def _sft_mix_rows(seed: int, loss_mode: str):
+    """Rows for chord / hpt: row 4 is the expert row; in hpt rows 3-4 form the SFT group (row 3 its rollout)."""
+    rows = _rows(seed=seed)
+    mask = rows["response_mask"]
+    expert = rows[verl_losses.IS_EXPERT]
+    tokens = mask.sum(-1)
+    policy = ~expert
+    if loss_mode == "hpt":
+        sft_group = torch.tensor([False, False, False, True, True, False])
+        rows[verl_losses.HPT_SFT_GROUP] = sft_group
+        policy = ~expert & ~sft_group
+    else:
+        rows[verl_losses.CHORD_MU] = torch.full((6,), 0.3)
+    rows[verl_losses.POLICY_TOKEN_SHARE] = torch.full((6,), float(tokens[policy].sum() / tokens.sum()))
+    rows[verl_losses.EXPERT_TOKEN_SHARE] = torch.full((6,), float(tokens[expert].sum() / tokens.sum()))
+    return rows
+
+
+def _sft_mix_core(rows, loss_mode, settings):
+    args = (rows["old_log_probs"], rows["log_probs"], rows["advantages"], rows["response_mask"],
+            rows[verl_losses.IS_EXPERT])  # fmt: skip
+    if loss_mode == "hpt":
+        return core.hpt_policy_loss(*args, rows[verl_losses.HPT_SFT_GROUP], sft_coef=settings["hpt_sft_coef"])
+    return core.chord_policy_loss(*args, mu=0.3, enable_phi=settings["chord_enable_phi"])
+
+
+@pytest.mark.parametrize("loss_mode", ["chord", "hpt"])
+def test_chord_and_hpt_through_verl_equal_core_and_micro_batches_add_up(actor_config, micro_batch, loss_mode):
+    """The registered 'chord' / 'hpt' losses, through verl's ppo_loss with global batch info, equal the pure-torch
+    losses (each part a token mean over its own tokens) on the whole batch, and two micro-batches (expert row in
+    one of them only) add up to the same loss and gradient: each part is normalised by the mini-batch's token count
+    times the part's share, not by the micro-batch's own count. The parts are reported before their weights."""
+    rows = _sft_mix_rows(3, loss_mode)
+    settings = {"hpt_sft_coef": 0.7, "chord_enable_phi": True}
+    config = actor_config(loss_mode=loss_mode, hpt_sft_coef=0.7)
+    info = _global_info(rows)
+
+    def loss_of(index):
+        part = {k: v[index] for k, v in rows.items()}
+        data, output = micro_batch(part, [PROMPT_LENS[i] for i in index], info)
+        return verl_losses.calibrl_actor_loss(config, output, data)
+
+    whole, metrics = loss_of(list(range(6)))
+    (whole_grad,) = torch.autograd.grad(whole, rows["log_probs"])
+    expected, parts = _sft_mix_core(rows, loss_mode, settings)
+    (expected_grad,) = torch.autograd.grad(expected, rows["log_probs"])
+    torch.testing.assert_close(whole, expected)
+    torch.testing.assert_close(whole_grad, expected_grad)
+    expert_name = "hpt_sft_loss" if loss_mode == "hpt" else "chord_expert_loss"
+    assert metrics[f"actor/{expert_name}"].aggregate() == pytest.approx(parts[expert_name].item(), rel=1e-5)
+    assert metrics["actor/pg_loss"].aggregate() == pytest.approx(parts["pg_loss"].item(), rel=1e-5)
+    split = loss_of([0, 1, 2])[0] + loss_of([3, 4, 5])[0]
+    (split_grad,) = torch.autograd.grad(split, rows["log_probs"])
+    torch.testing.assert_close(split, whole)
+    torch.testing.assert_close(split_grad, whole_grad)
+
+
+@pytest.mark.parametrize("loss_mode", ["chord", "hpt"])
+def test_chord_and_hpt_refuse_missing_fields_and_other_aggregations(actor_config, micro_batch, loss_mode):
+    """Without the driver's per-row fields the loss names them and the fix; another loss_agg_mode names the key."""
+    rows = _sft_mix_rows(4, loss_mode)
+    info = _global_info(rows)
+    missing = {k: v for k, v in rows.items() if k != verl_losses.EXPERT_TOKEN_SHARE}
+    data, output = micro_batch(missing, PROMPT_LENS, info)
+    with pytest.raises(verl_losses.MissingBatchFieldError, match=verl_losses.EXPERT_TOKEN_SHARE):
+        verl_losses.calibrl_actor_loss(actor_config(loss_mode=loss_mode), output, data)
+    data, output = micro_batch(rows, PROMPT_LENS, info)
+    with pytest.raises(ValueError, match="loss_agg_mode=token-mean"):
+        config = actor_config(loss_mode=loss_mode, loss_agg_mode="seq-mean-token-sum")
+        verl_losses.calibrl_actor_loss(config, output, data)

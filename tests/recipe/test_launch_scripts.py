@@ -61,7 +61,7 @@ def compose_script(script: str, mode: str, train_file: Path, tmp_path: Path, ext
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("mode", ["calibrl", "luffy", "rlplus", "grpo", "entropy_reg"])
+@pytest.mark.parametrize("mode", ["calibrl", "luffy", "rlplus", "grpo", "entropy_reg", "chord", "hpt"])
 def test_launch_script_config_is_valid(script, mode, train_parquet, tmp_path):
     """The script's config passes the recipe checks (mode, loss, batch arithmetic incl. (n+1)-row groups on the
     script's GPU count, expert column, reward function) and verl's validate_config."""

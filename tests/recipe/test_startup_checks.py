@@ -20,7 +20,7 @@ def test_recipe_yaml_passes_and_reproduces_released_defaults(compose_recipe):
 
 
 @pytest.mark.parametrize("mode,loss_mode", [("calibrl", "calibrl"), ("luffy", "luffy"), ("rlplus", "rlplus"),
-                                            ("grpo", "vanilla")])  # fmt: skip
+                                            ("grpo", "vanilla"), ("chord", "chord"), ("hpt", "hpt")])  # fmt: skip
 def test_one_switch_selects_the_loss(compose_recipe, mode, loss_mode):
     """calibrl.mode alone selects the policy loss (the yaml derives loss_mode from it)."""
     config = compose_recipe(f"calibrl.mode={mode}")
@@ -50,6 +50,21 @@ ERROR_CASES = [
     (["calibrl.pass_rate_window=[0.8,0.2]"], CalibRLConfigError, r"calibrl\.pass_rate_window"),
     (["calibrl.grpo_warmup_steps=-1"], CalibRLConfigError, r"calibrl\.grpo_warmup_steps"),
     (["algorithm.rollout_correction.bypass_mode=true"], CalibRLConfigError, r"bypass_mode=False"),
+    # chord / hpt (issue 12): their keys' ranges (the policy-loss dataclass) and the recipe checks
+    (["calibrl.mode=chord", "actor_rollout_ref.actor.policy_loss.chord_mu_peak=1.5"], ConfigValueError,
+     r"policy_loss\.chord_mu_peak=1\.5.*\[0, 1\]"),
+    (["calibrl.mode=chord", "actor_rollout_ref.actor.policy_loss.chord_mu_warmup_steps=-2"], ConfigValueError,
+     r"policy_loss\.chord_mu_warmup_steps=-2.*integer >= 0"),
+    (["calibrl.mode=chord", "actor_rollout_ref.actor.policy_loss.chord_mu_peak=0",
+      "actor_rollout_ref.actor.policy_loss.chord_mu_valley=0"], CalibRLConfigError, r"chord_mu_peak=0.*mu is 0"),
+    (["calibrl.mode=chord", "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean"], CalibRLConfigError,
+     r"loss_agg_mode='seq-mean-token-mean'.*loss_agg_mode=token-mean"),
+    (["calibrl.mode=hpt", "actor_rollout_ref.actor.policy_loss.hpt_gamma=1.0"], ConfigValueError,
+     r"policy_loss\.hpt_gamma=1\.0.*\[0, 1\)"),
+    (["calibrl.mode=hpt", "actor_rollout_ref.actor.policy_loss.hpt_sft_coef=0"], ConfigValueError,
+     r"policy_loss\.hpt_sft_coef=0.*> 0"),
+    (["calibrl.mode=hpt", "calibrl.pass_rate_window=[0.5,1.0]"], CalibRLConfigError,
+     r"pass_rate_window=\[0\.5, \.\.\.\].*hpt_gamma=0\.0"),
 ]  # fmt: skip
 
 
