@@ -21,6 +21,8 @@ MODE_TO_LOSS_MODE = {
     # GRPO plus verl's entropy bonus (actor.entropy_coeff = calibrl.entropy_coeff): the paper's "conventional RL
     # with entropy regularisation" baseline.
     "entropy_reg": "vanilla",
+    # SFT on the expert solutions (verl's SFT trainer, recipe/calibrl/sft_stage.py), then GRPO from that checkpoint.
+    "sft_then_grpo": "vanilla",
 }
 
 #: Modes that add verl's entropy bonus; ``actor.entropy_coeff`` follows ``calibrl.entropy_coeff`` in them, 0 otherwise.
@@ -49,7 +51,8 @@ class CalibRLRecipeSettings:
 
     Args:
         mode: ``calibrl`` (PPO + calibration term, expert rows never trained), ``luffy`` / ``rlplus`` (expert rows
-            trained with their losses), ``grpo`` (no expert rows; the same data and driver).
+            trained with their losses), ``grpo`` (no expert rows; the same data and driver), ``sft_then_grpo``
+            (``grpo`` from a checkpoint fine-tuned on the expert solutions first; ``calibrl.sft.*``).
         expert_column: dataset column holding the expert solution (``""`` = no expert for that prompt; data_prep
             writes ``expert_solution``).
         expert_keep_prob: probability that a prompt's expert row is kept in a step (the released "mix ratio");
