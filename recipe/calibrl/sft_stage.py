@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -391,7 +392,8 @@ def sft_overrides(plan: SftStagePlan, config, sft_parquet: Path) -> list[str]:
         f"data.train_files={sft_parquet}",
         "data.val_files=null",
         "data.messages_key=messages",
-        "data.image_key=images",
+        # not in sft_trainer_engine.yaml (MultiTurnSFTDataset reads it with a default): ++ adds or sets it
+        "++data.image_key=images",
         f"data.train_batch_size={s.train_batch_size}",
         f"data.micro_batch_size_per_gpu={s.micro_batch_size_per_gpu}",
         "data.use_dynamic_bsz=False",
@@ -450,12 +452,19 @@ def sft_command(plan: SftStagePlan, overrides: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
+#: A Python exception line (``pkg.Name[Error|Exception]: message``), optionally with torchrun's ``[rankN]:`` prefix.
+_EXCEPTION_LINE = re.compile(r"^(\[rank\d+\]:\s*)?([\w.]+(Error|Exception))\b:?")
+
+
 def _log_tail(log_path: Path, lines: int = ERROR_TAIL_LINES) -> str:
+    """The root cause (the last exception line that is not torchrun's own ChildFailedError) and the log's tail."""
     try:
         text = log_path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
-    return "\n".join(text[-lines:])
+    causes = [line for line in text if _EXCEPTION_LINE.match(line) and "ChildFailedError" not in line]
+    cause = f"root cause: {causes[-1].strip()}\n" if causes else ""
+    return cause + "\n".join(text[-lines:])
 
 
 def _last_step(metrics_path: Path) -> int | None:

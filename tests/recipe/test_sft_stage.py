@@ -186,7 +186,7 @@ def test_failing_sft_run_surfaces_the_trainers_error_and_writes_no_marker(sft_co
     error from its log; no marker, so the next invocation trains again."""
     config = sft_config("trainer.device=cpu", "calibrl.sft.overrides=['data.no_such_key=1']")
     plan = plan_sft_stage(config)
-    with pytest.raises(SftStageError, match=r"(?s)exit [1-9].*no_such_key"):
+    with pytest.raises(SftStageError, match=r"(?s)exit [1-9].*root cause: .*no_such_key"):
         train(plan, config)
     assert not (plan.stage_dir / MARKER_FILE).exists() and not (plan.stage_dir / HF_SUBDIR).exists()
 
