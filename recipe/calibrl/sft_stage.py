@@ -476,10 +476,11 @@ def _last_step(metrics_path: Path) -> int | None:
     return max(steps) if steps else None
 
 
-def terminate_group(pgid: int, grace_s: float = TERMINATE_GRACE_S) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after ``grace_s``."""
+def terminate_group(proc: subprocess.Popen, grace_s: float = TERMINATE_GRACE_S) -> None:
+    """SIGTERM the process group led by ``proc``, then SIGKILL what is left after ``grace_s``."""
     import signal
 
+    pgid = proc.pid
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0.0)):
         try:
             os.killpg(pgid, sig)
@@ -487,6 +488,7 @@ def terminate_group(pgid: int, grace_s: float = TERMINATE_GRACE_S) -> None:
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
+            proc.poll()  # reap the leader: a zombie still counts as a group member
             try:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
@@ -516,16 +518,16 @@ def train(plan: SftStagePlan, config) -> dict[str, Any]:
         try:
             returncode = proc.wait(timeout=plan.settings.timeout_s)
         except subprocess.TimeoutExpired:
-            terminate_group(proc.pid)
+            terminate_group(proc)
             proc.wait(timeout=TERMINATE_GRACE_S)
             raise SftStageError(
                 f"the SFT stage ran past calibrl.sft.timeout_s={plan.settings.timeout_s} s and was terminated; raise "
                 f"it or shorten the stage (calibrl.sft.max_steps). Log {log_path}, last lines:\n{_log_tail(log_path)}"
             ) from None
         except BaseException:  # KeyboardInterrupt included: never leave the ranks behind
-            terminate_group(proc.pid)
+            terminate_group(proc)
             raise
-        terminate_group(proc.pid)  # anything a rank left behind
+        terminate_group(proc)  # anything a rank left behind
     wall_s = time.monotonic() - started
     if returncode != 0:
         raise SftStageError(

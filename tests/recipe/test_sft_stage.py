@@ -192,7 +192,15 @@ def test_failing_sft_run_surfaces_the_trainers_error_and_writes_no_marker(sft_co
 
 
 def test_sft_run_past_its_timeout_is_terminated_and_named(sft_config):
-    """A run past calibrl.sft.timeout_s is terminated (its whole process group) and the error names the key."""
+    """A run past calibrl.sft.timeout_s is terminated (its whole process group: no process with the stage's SFT
+    parquet on its command line is left) and the error names the key."""
+    import psutil
+
     config = sft_config("trainer.device=cpu", "calibrl.sft.timeout_s=0.5")
+    plan = plan_sft_stage(config)
     with pytest.raises(SftStageError, match=r"calibrl\.sft\.timeout_s=0\.5"):
-        train(plan_sft_stage(config), config)
+        train(plan, config)
+    marker = str(plan.stage_dir / "sft_data.parquet")
+    alive = [p.pid for p in psutil.process_iter(["cmdline", "status"])
+             if p.info["status"] != psutil.STATUS_ZOMBIE and any(marker in a for a in p.info["cmdline"] or [])]  # fmt: skip
+    assert alive == []
