@@ -15,8 +15,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# ---- method: calibrl | luffy | rlplus | grpo | entropy_reg | chord | hpt (the baselines on the same data) ----
+# ---- method: calibrl | luffy | rlplus | grpo | entropy_reg | chord | hpt | sft_then_grpo (baselines, same data) ----
 MODE=${MODE:-calibrl}
+# ---- sft_then_grpo only: stage 1 = verl's SFT trainer on the expert solutions, then GRPO from its checkpoint
+# (calibrl.sft.*, recipe/calibrl/sft_stage.py; a finished stage directory is reused). Not run on GPUs here. ----
+SFT_EPOCHS=${SFT_EPOCHS:-1}                      # calibrl.sft.epochs
+SFT_LR=${SFT_LR:-1e-5}                           # calibrl.sft.lr
+SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-32}             # calibrl.sft.train_batch_size (rows per step, all GPUs)
+SFT_MICRO_BATCH_SIZE=${SFT_MICRO_BATCH_SIZE:-1}  # calibrl.sft.micro_batch_size_per_gpu (long multimodal rows: 1)
+SFT_CKPT_DIR=${SFT_CKPT_DIR:-null}               # calibrl.sft.checkpoint_dir; null = $CKPT_DIR/sft_stage/<hash>
 # ---- data and model ----
 MODEL_PATH=${MODEL_PATH:?set MODEL_PATH (a local HF checkpoint directory or a hub id)}
 TRAIN_FILES=${TRAIN_FILES:-data/virl/train.parquet}   # where docs/data_prep.md's ViRL39K command writes (--out data/virl)
@@ -106,6 +113,11 @@ esac
 
 exec "$PYTHON" -m recipe.calibrl.main_calibrl \
   calibrl.mode="$MODE" \
+  calibrl.sft.epochs="$SFT_EPOCHS" \
+  calibrl.sft.lr="$SFT_LR" \
+  calibrl.sft.train_batch_size="$SFT_BATCH_SIZE" \
+  calibrl.sft.micro_batch_size_per_gpu="$SFT_MICRO_BATCH_SIZE" \
+  calibrl.sft.checkpoint_dir="$SFT_CKPT_DIR" \
   data.train_files="$TRAIN_FILES" \
   data.val_files="$VAL_FILES" \
   data.shuffle="$SHUFFLE" \

@@ -187,6 +187,23 @@ def cpu_overrides(shape: CpuRunShape | None = None) -> list[str]:
     ]
 
 
+def cpu_sft_overrides() -> list[str]:
+    """Hydra overrides for verl's SFT trainer (``verl.trainer.sft_trainer``) on CPU: the training-engine part of
+    :func:`cpu_overrides` in that trainer's key names (FSDP2 in float32, sdpa attention, no torch.compile, padded
+    forward passes) plus in-process data loading. Used by the SFT stage of ``calibrl.mode=sft_then_grpo``."""
+    return [
+        "trainer.device=cpu",
+        "engine.strategy=fsdp2",
+        "++engine.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
+        "engine.use_torch_compile=False",
+        "++model.override_config.attn_implementation=sdpa",
+        "model.use_remove_padding=False",
+        "model.enable_gradient_checkpointing=False",
+        # DataLoader worker processes (verl's SFT default 8) would each be a process on a 2-core host
+        "data.num_workers=0",
+    ]
+
+
 def repo_root() -> Path:
     """Directory that contains the ``calibrl_ext`` package (put on PYTHONPATH for Ray workers)."""
     return Path(__file__).resolve().parent.parent.parent

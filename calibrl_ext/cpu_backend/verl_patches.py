@@ -11,7 +11,10 @@ CPU only (applied only when ``VERL_PLATFORM=cpu``; a GPU run never sees them):
    ``f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"``. On the CPU platform that is
    ``"cpu:gloo,cpu:gloo"``, which ``torch.distributed.init_process_group`` rejects ("Duplicate device type
    cpu"), and the platform interface has no hook for the string. The wrapper passes ``backend="cpu:gloo"``
-   when verl passes none.
+   when verl passes none. ``verl.utils.distributed.initialize_global_process_group`` (the torchrun entry of verl's
+   SFT trainer, ``verl.trainer.sft_trainer.run_sft``) builds the same string with no backend argument at all; on
+   the CPU platform it is replaced by the same ``init_process_group`` call with ``backend="cpu:gloo"`` (same
+   timeout, init method and return value; no ``set_device``, there is no device).
 
 3. ``verl.workers.engine.fsdp.transformer_impl.FSDPEngine._build_fsdp_module`` wraps every forward-only engine (the
    reference model of a KL loss or KL penalty) with ``CPUOffloadPolicy(pin_memory=True)``, hard-coded. Pinning
@@ -75,6 +78,30 @@ def _patch_process_group_backend() -> None:
     engine_workers = sys.modules.get("verl.workers.engine_workers")
     if engine_workers is not None:
         engine_workers.initialize_global_process_group_ray = initialize_global_process_group_ray
+
+
+def _patch_torchrun_process_group_backend() -> None:
+    import verl.utils.distributed as verl_distributed
+
+    original = verl_distributed.initialize_global_process_group
+    if _already_patched(original):
+        return
+
+    def initialize_global_process_group(timeout_second=36000):
+        import os
+        from datetime import timedelta
+
+        torch.distributed.init_process_group(
+            backend="cpu:gloo",
+            timeout=timedelta(seconds=timeout_second),
+            init_method=os.environ.get("DIST_INIT_METHOD", None),
+        )
+        return int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+    setattr(initialize_global_process_group, _PATCH_MARK, True)
+    initialize_global_process_group.__doc__ = original.__doc__
+    # sft_trainer.run_sft imports the name when it runs, so rebinding the module attribute reaches it.
+    verl_distributed.initialize_global_process_group = initialize_global_process_group
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -141,4 +168,5 @@ def apply_patches() -> None:
     _patch_qwen2_vl_text_only_embeds()
     if cpu_platform_selected():
         _patch_process_group_backend()
+        _patch_torchrun_process_group_backend()
         _patch_reference_offload_pinning()

@@ -28,6 +28,8 @@ MODE_TO_LOSS_MODE = {
     "chord": "chord",
     # Per group: GRPO if the on-policy pass rate is > gamma, else SFT on the expert row (arXiv 2509.04419).
     "hpt": "hpt",
+    # SFT on the expert solutions (verl's SFT trainer, recipe/calibrl/sft_stage.py), then GRPO from that checkpoint.
+    "sft_then_grpo": "vanilla",
 }
 
 #: Modes that add verl's entropy bonus; ``actor.entropy_coeff`` follows ``calibrl.entropy_coeff`` in them, 0 otherwise.
@@ -66,7 +68,8 @@ class CalibRLRecipeSettings:
     Args:
         mode: ``calibrl`` (PPO + calibration term, expert rows never trained), ``luffy`` / ``rlplus`` (expert rows
             trained with their losses), ``chord`` / ``hpt`` (expert rows trained with an SFT loss: CHORD's mu mix,
-            HPT's per-group switch), ``grpo`` (no expert rows; the same data and driver), ``entropy_reg``.
+            HPT's per-group switch), ``grpo`` (no expert rows; the same data and driver), ``entropy_reg``,
+            ``sft_then_grpo`` (``grpo`` from a checkpoint fine-tuned on the expert solutions first; ``calibrl.sft.*``).
         expert_column: dataset column holding the expert solution (``""`` = no expert for that prompt; data_prep
             writes ``expert_solution``).
         expert_keep_prob: probability that a prompt's expert row is kept in a step (the released "mix ratio");

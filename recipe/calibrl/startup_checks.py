@@ -303,6 +303,23 @@ def check_expert_column(config, settings: CalibRLRecipeSettings) -> None:
             )
 
 
+def check_sft_stage(config, settings: CalibRLRecipeSettings) -> None:
+    """sft_then_grpo: the ``calibrl.sft`` keys are valid and the training parquets have non-empty expert solutions
+    (recipe/calibrl/sft_stage.py; the model path and batch-vs-rows checks run when the stage is planned)."""
+    from recipe.calibrl.sft_stage import SFT_MODES, SftStageError, SftStageSettings, count_expert_rows
+
+    if settings.mode not in SFT_MODES:
+        return
+    try:
+        SftStageSettings.from_config(config)
+        count_expert_rows(
+            [str(p) for p in _as_list(config.data.train_files)], settings.expert_column,
+            str(config.data.get("prompt_key", "prompt")),
+        )  # fmt: skip
+    except SftStageError as exc:
+        _fail(str(exc))
+
+
 def check_reward_function(config) -> None:
     """The configured reward function can be loaded (path and name)."""
     reward_fn = config.reward.get("custom_reward_function", None) or {}
@@ -358,6 +375,7 @@ def validate_startup(config, expect_trainer_mode: bool = False) -> CalibRLRecipe
     check_rollout_correction_rows(config, settings)
     check_sft_mix_modes(config, settings)
     check_expert_column(config, settings)
+    check_sft_stage(config, settings)
     check_reward_function(config)
     check_memory_plan(config)
     return settings

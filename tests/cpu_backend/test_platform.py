@@ -112,6 +112,28 @@ dist.destroy_process_group()
     assert result["flops"] > 0
 
 
+def test_verls_torchrun_process_group_initialiser_brings_up_gloo_on_the_cpu_platform(repo_env):
+    """verl's SFT trainer (torchrun) calls initialize_global_process_group, which builds "cpu:gloo,cpu:gloo" on the
+    CPU platform (rejected by torch, see the control below); patched, it brings up gloo and returns verl's
+    (local_rank, rank, world_size)."""
+    code = """
+import json, torch, torch.distributed as dist
+import verl
+from verl.utils.distributed import initialize_global_process_group
+ranks = initialize_global_process_group()
+t = torch.ones(2)
+dist.all_reduce(t)
+print(json.dumps({"ranks": list(ranks), "backend": dist.get_backend(), "sum": t.tolist()}))
+dist.destroy_process_group()
+"""
+    result = _in_fresh_process(
+        code, repo_env, VERL_PLATFORM="cpu", VERL_ENGINE_DEVICE="cuda",
+        VERL_USE_EXTERNAL_MODULES="calibrl_ext.cpu_backend.register", LOCAL_RANK="0", RANK="0", WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1", MASTER_PORT="29518",
+    )  # fmt: skip
+    assert result == {"ranks": [0, 0, 1], "backend": "cpu:gloo", "sum": [1.0, 1.0]}
+
+
 def test_without_verl_platform_nothing_cpu_specific_is_active(repo_env):
     """A process with the plugin loaded but no VERL_PLATFORM keeps verl's own platform choice and verl's own
     process-group initialiser (the CPU-only patch is not applied), as a GPU run would."""

@@ -61,7 +61,7 @@ def compose_script(script: str, mode: str, train_file: Path, tmp_path: Path, ext
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("mode", ["calibrl", "luffy", "rlplus", "grpo", "entropy_reg", "chord", "hpt"])
+@pytest.mark.parametrize("mode", ["calibrl", "luffy", "rlplus", "grpo", "entropy_reg", "chord", "hpt", "sft_then_grpo"])
 def test_launch_script_config_is_valid(script, mode, train_parquet, tmp_path):
     """The script's config passes the recipe checks (mode, loss, batch arithmetic incl. (n+1)-row groups on the
     script's GPU count, expert column, reward function) and verl's validate_config."""
@@ -74,6 +74,20 @@ def test_launch_script_config_is_valid(script, mode, train_parquet, tmp_path):
     assert settings.mode == mode
     assert config.actor_rollout_ref.rollout.name == "vllm"
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+
+
+def test_sft_settings_reach_the_sft_stage(train_parquet, tmp_path):
+    """MODE=sft_then_grpo: the script's SFT_* variables become the calibrl.sft keys the stage reads, and the
+    checkpoint directory defaults to one derived under the run's CKPT_DIR."""
+    from recipe.calibrl.sft_stage import SftStageSettings
+
+    env = {"SFT_EPOCHS": "2", "SFT_LR": "2e-5", "SFT_BATCH_SIZE": "16", "SFT_MICRO_BATCH_SIZE": "2"}
+    config = compose_script("run_qwen25vl_7b.sh", "sft_then_grpo", train_parquet("train.parquet"), tmp_path, env)
+    settings = SftStageSettings.from_config(config)
+    assert (settings.epochs, settings.lr, settings.train_batch_size, settings.micro_batch_size_per_gpu) == (
+        2, 2e-5, 16, 2)  # fmt: skip
+    assert settings.checkpoint_dir is None
+    assert config.actor_rollout_ref.actor.policy_loss.loss_mode == "vanilla"
 
 
 def test_seven_b_script_is_the_released_recipe(train_parquet, tmp_path):
