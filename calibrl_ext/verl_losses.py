@@ -45,12 +45,12 @@ HPT_SFT_GROUP = "calibrl_hpt_sft_group"  # [] bool: the row's group is switched 
 #: (the same on every row; chord and hpt average each part over its own tokens, see losses.ppo.part_token_mean).
 POLICY_TOKEN_SHARE = "calibrl_policy_token_share"
 EXPERT_TOKEN_SHARE = "calibrl_expert_token_share"
-BATCH_FIELDS = (
-    EXPERT_BASELINE, CALIBRATION_MASK, PASSED, IS_EXPERT, CHORD_MU, HPT_SFT_GROUP, POLICY_TOKEN_SHARE,
-    EXPERT_TOKEN_SHARE,
-)  # fmt: skip
+#: The fields of calibrl / luffy / rlplus: the contract the fork kit's driver writes too (fork_kit.ACTOR_SELECT_KEYS).
+CALIBRL_FIELDS = (EXPERT_BASELINE, CALIBRATION_MASK, PASSED, IS_EXPERT)
+#: Every per-row field a registered loss reads: CALIBRL_FIELDS plus chord's / hpt's (this package's driver only).
+BATCH_FIELDS = (*CALIBRL_FIELDS, CHORD_MU, HPT_SFT_GROUP, POLICY_TOKEN_SHARE, EXPERT_TOKEN_SHARE)
 # [] float: this update's lambda (adaptive lambda, calibrl_ext/adaptive_lam.py); absent: policy_loss.lam. Optional,
-# so not in BATCH_FIELDS (the fork kit's select keys mirror those).
+# so not in BATCH_FIELDS.
 LAM = "calibrl_lam"
 
 _REQUIRED_FIELDS = {

@@ -17,7 +17,7 @@ from calibrl_ext.core import aggregate_loss, calibration_mask, expert_baseline, 
 from calibrl_ext.fork_kit.rows import EXPERT, ON_POLICY, PAD, ROW_KIND
 from calibrl_ext.fork_kit.settings import ForkSettings
 
-# Same names as calibrl_ext.verl_losses.BATCH_FIELDS (that module imports verl 0.9, so they are repeated here;
+# Same names as calibrl_ext.verl_losses.CALIBRL_FIELDS (that module imports verl 0.9, so they are repeated here;
 # tests/fork_kit pins them equal).
 EXPERT_BASELINE = "calibrl_expert_baseline"
 CALIBRATION_MASK = "calibrl_calibration_mask"

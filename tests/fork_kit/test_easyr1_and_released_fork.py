@@ -133,8 +133,10 @@ def _verl_09_loss(full, uid, new_log_probs_on_policy):
 
 
 def test_driver_field_names_are_the_registered_losses_names():
-    """The kit writes the per-row fields under the names calibrl_ext.verl_losses reads (one contract, two paths)."""
-    assert fork_kit.ACTOR_SELECT_KEYS == verl_losses.BATCH_FIELDS
+    """The kit writes the per-row fields under the names calibrl_ext.verl_losses reads for calibrl / luffy / rlplus
+    (one contract, two paths; chord / hpt fields are this package's driver only)."""
+    assert fork_kit.ACTOR_SELECT_KEYS == verl_losses.CALIBRL_FIELDS
+    assert set(verl_losses.CALIBRL_FIELDS) <= set(verl_losses.BATCH_FIELDS)
 
 
 def test_easyr1_snippet_with_its_global_token_rescaling_equals_the_verl_09_loss():
