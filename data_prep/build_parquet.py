@@ -352,6 +352,13 @@ def _parser() -> argparse.ArgumentParser:
         help="share of demo rows generated without an expert (default: %(default)s). "
         "e.g. --demo-missing-expert-ratio 0.1",
     )
+    demo.add_argument(
+        "--demo-kinds",
+        default=",".join(defaults.kinds),
+        metavar="K1,K2",
+        help="comma-separated problem kinds, cycled in order (default: %(default)s; also: shape_colour, the "
+        "study's learnable task). e.g. --demo-kinds shape_colour",
+    )
     return parser
 
 
@@ -409,6 +416,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             min_side=args.demo_min_side,
             max_side=args.demo_max_side,
             missing_expert_ratio=args.demo_missing_expert_ratio,
+            kinds=tuple(kind.strip() for kind in args.demo_kinds.split(",") if kind.strip()),
         ),
     )
     if args.prompt_template is not None:
