@@ -371,6 +371,13 @@ def _parser() -> argparse.ArgumentParser:
         help="correct expert solutions per demo row, each worded differently (default: %(default)s); build them "
         "with --max-experts K. e.g. --demo-experts 2 --max-experts 2",
     )
+    demo.add_argument(
+        "--demo-kinds",
+        default=",".join(defaults.kinds),
+        metavar="K1,K2",
+        help="comma-separated problem kinds, cycled in order (default: %(default)s; also: shape_colour, the "
+        "study's learnable task). e.g. --demo-kinds shape_colour",
+    )
     return parser
 
 
@@ -430,6 +437,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
             max_side=args.demo_max_side,
             missing_expert_ratio=args.demo_missing_expert_ratio,
             experts_per_row=args.demo_experts,
+            kinds=tuple(kind.strip() for kind in args.demo_kinds.split(",") if kind.strip()),
         ),
     )
     if args.prompt_template is not None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job's embedded default (`make demo`): CalibRL on CPU through verl's own trainer and calibrl's CPU
 # backend. Builds the demo parquet (data/demo) and a tiny Qwen2.5-VL warm-started on the demo's expert solutions,
-# runs 3 CalibRL steps + validation, logs to outputs/cpu_demo/metrics.jsonl and prints a summary. A few minutes on
-# 2 cores; no GPU and no downloads. It checks data, config and code paths; a tiny model's numbers say nothing about
+# validates (before RL), runs 3 CalibRL steps + validation, logs to outputs/cpu_demo/metrics.jsonl, prints a summary
+# with the validation accuracy before -> after RL and writes outputs/cpu_demo/curves.png. A few minutes on 2 cores;
+# no GPU and no downloads. It checks data, config and code paths; a tiny model's numbers say nothing about
 # quality (docs/cpu_dry_run.md).
 #
 #   bash examples/run_cpu_demo.sh                              # defaults

@@ -7,8 +7,9 @@
    (:mod:`calibrl_ext.warm_start`, cached) so that rewards vary within groups and CalibRL has a signal to act on;
 3. runs the CalibRL recipe (``python -m recipe.calibrl.main_calibrl``) through the CPU backend for a few steps with a
    validation pass, logging with verl's ``file`` logger to ``<out>/metrics.jsonl``;
-4. prints a short summary per step (reward, on-policy entropy, calibration loss, expert pass rate) and the validation
-   accuracy.
+4. prints a short summary per step (reward, on-policy entropy, calibration loss, expert pass rate), the validation
+   accuracy before RL (``trainer.val_before_train``) and after the last step, and writes ``<out>/curves.png``
+   (on-policy entropy, training reward and validation accuracy against step).
 
 It is a dry run: it proves that data, config and code paths work; a tiny model's numbers say nothing about quality
 (docs/cpu_dry_run.md).
@@ -22,10 +23,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from calibrl_ext.cpu_backend.launcher import VerlRun, is_finite_number, run_verl
+from calibrl_ext.cpu_backend.launcher import VerlRun, is_finite_number, read_metrics, run_verl
 from calibrl_ext.cpu_backend.overrides import ROLLOUTS, VLLM_ROLLOUT_NAME, CpuRunShape
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The demo's figure under ``--out``.
+CURVES_FILE = "curves.png"
 
 #: Per-step metrics the summary shows, with their column titles.
 SUMMARY_COLUMNS = (
@@ -48,19 +51,64 @@ DEMO_OVERRIDES = (
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
     "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
     "actor_rollout_ref.actor.optim.lr=1e-4",
-    "trainer.val_before_train=False",
+    "trainer.val_before_train=True",  # the pre-RL accuracy the summary compares with
+    "data.seed=0",  # the validation subset (val_max_samples) and prompt order are drawn from it: same every run
     "trainer.save_freq=-1",
     "trainer.project_name=calibrl_cpu_demo",
     "trainer.experiment_name=cpu_demo",
 )
 
 
-def build_demo_data(data_dir: Path, experts_per_prompt: int = 1) -> None:
+def demo_data_dir(kinds: tuple[str, ...] = ()) -> str:
+    """Default folder of the demo data: ``data/demo`` for the default kinds, ``data/demo-<kind>-...`` otherwise (one
+    folder per kind list, so a build of other kinds never passes for this one)."""
+    return "data/demo" if not kinds else "data/demo-" + "-".join(kinds)
+
+
+def validation_before_after(metrics_path: Path) -> tuple[float, float] | None:
+    """(validation accuracy before RL, after the last step): the mean over data sources of ``val-core/*/acc/mean@n``
+    at the first and the last validated step; None unless the run validated at two steps at least."""
+    from recipe.calibrl.study.metrics import run_curves
+
+    val_acc = run_curves(read_metrics(metrics_path))["val_acc"]
+    if len(val_acc) < 2:
+        return None
+    steps = sorted(val_acc)
+    return val_acc[steps[0]], val_acc[steps[-1]]
+
+
+def plot_curves(metrics_path: Path, path: Path) -> Path:
+    """Write a PNG of one run's on-policy entropy, training reward and validation accuracy against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a display
+    import matplotlib.pyplot as plt
+
+    from recipe.calibrl.study.metrics import CURVE_TITLES, CURVES, run_curves
+
+    curves = run_curves(read_metrics(metrics_path))
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], CURVES):
+        points = curves[name]
+        ax.plot(sorted(points), [points[s] for s in sorted(points)], marker="o", markersize=3)
+        ax.set_title(CURVE_TITLES[name], fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    figure.suptitle(f"{metrics_path}", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def build_demo_data(data_dir: Path, kinds: tuple[str, ...] = (), experts_per_prompt: int = 1) -> None:
     """Build the demo parquet files into ``data_dir`` unless they are there.
 
-    With ``experts_per_prompt`` > 1 they are built with that many experts per prompt (``--demo-experts K
-    --max-experts K``: the same prompts and ``expert_solution`` as the default build, plus the ``expert_solutions``
-    list column), and rebuilt when an existing build lacks that column.
+    ``kinds``: ``--demo-kinds`` (() = the generator's default kinds). With ``experts_per_prompt`` > 1 they are built
+    with that many experts per prompt (``--demo-experts K --max-experts K``: the same prompts and ``expert_solution``
+    as the default build, plus the ``expert_solutions`` list column), and rebuilt when an existing build lacks that
+    column.
     """
     train, val = data_dir / "train.parquet", data_dir / "val.parquet"
     if train.exists() and val.exists():
@@ -69,22 +117,26 @@ def build_demo_data(data_dir: Path, experts_per_prompt: int = 1) -> None:
         if experts_per_prompt == 1 or "expert_solutions" in pq.read_schema(train).names:
             return
     command = [sys.executable, str(REPO_ROOT / "data_prep" / "build_parquet.py"), "--out", str(data_dir)]
+    if kinds:
+        command += ["--demo-kinds", ",".join(kinds)]
     if experts_per_prompt > 1:
         command += ["--demo-experts", str(experts_per_prompt), "--max-experts", str(experts_per_prompt)]
     subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
-def prepare_model(data_dir: Path, warm_start: bool, variant: str = "default") -> Path:
+def prepare_model(data_dir: Path, warm_start: bool, variant: str = "default", steps: int | None = None) -> Path:
     """The tiny Qwen2.5-VL (``variant="vllm"``: head sizes vLLM's CPU attention accepts), warm-started on the
-    demo's expert solutions when ``warm_start`` is set."""
+    data's expert solutions when ``warm_start`` is set (``steps`` optimizer steps; None: the warm start's
+    default)."""
     from calibrl_ext.tiny_models import cached_tiny_model
 
     model = cached_tiny_model("qwen2_5_vl", variant=variant)
     if not warm_start:
         return model
+    from calibrl_ext.warm_start import DEFAULT_STEPS
     from calibrl_ext.warm_start import warm_start as run_warm_start
 
-    return run_warm_start(model, data_dir / "train.parquet")
+    return run_warm_start(model, data_dir / "train.parquet", steps=DEFAULT_STEPS if steps is None else steps)
 
 
 def format_demo_summary(run: VerlRun) -> str:
@@ -160,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_demo_summary(run))
     print(f"metrics: {run.metrics_path}\nlog: {run.log_path}")
+    if run.metrics_path.exists() and run.metrics_path.stat().st_size:
+        before_after = validation_before_after(run.metrics_path)
+        if before_after is not None:
+            before, after = before_after
+            print(f"validation accuracy: before RL {before:.3f} -> after {args.steps} steps {after:.3f} "
+                  f"({after - before:+.3f})")  # fmt: skip
+        print(f"curves: {plot_curves(run.metrics_path, out / CURVES_FILE)}")
     if not run.ok:
         print(run.log_tail(4000), file=sys.stderr)
         print(f"cpu_demo: the run {'timed out' if run.timed_out else f'failed (exit {run.returncode})'}", file=sys.stderr)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from calibrl_ext.data import BuildConfig, DemoConfig, build, generate_demo_records
-from calibrl_ext.data.demo import KINDS, SIDE_MULTIPLE
+from calibrl_ext.data.demo import DEFAULT_KINDS, SIDE_MULTIPLE
 from calibrl_ext.reward import compute_score, is_well_formatted
 
 
@@ -26,7 +26,7 @@ def test_demo_records_are_correct_varied_and_within_bounds():
     config = DemoConfig(rows=48, val_rows=8, min_side=56, max_side=112)
     records = list(generate_demo_records(config))
     assert len(records) == 48 and sum(r["split"] == "val" for r in records) == 8
-    assert set(Counter(r["kind"] for r in records)) == set(KINDS)
+    assert set(Counter(r["kind"] for r in records)) == set(DEFAULT_KINDS)
     for record in records:
         assert is_well_formatted(record["solution"])
         assert compute_score(record["data_source"], record["solution"], record["answer"])["acc"] == 1.0
@@ -34,6 +34,27 @@ def test_demo_records_are_correct_varied_and_within_bounds():
         assert width == height and width % SIDE_MULTIPLE == 0 and 56 <= width <= 112
     assert len({len(r["question"]) for r in records}) > 10
     assert len({(r["question"], r["images"][0]) for r in records}) == 48  # no duplicates to lose
+
+
+def test_shape_colour_kind_answers_the_drawn_colour():
+    """--demo-kinds shape_colour: only that kind; the answer is the palette colour that fills most non-white pixels
+    of the image (so the image decides it), the question never names it, and the expert passes the reward."""
+    from calibrl_ext.data.demo import PALETTE
+
+    records = list(generate_demo_records(DemoConfig(rows=30, val_rows=5, kinds=("shape_colour",))))
+    assert {r["kind"] for r in records} == {"shape_colour"} and len({r["answer"] for r in records}) == len(PALETTE)
+    for record in records:
+        pixels = Counter(Image.open(io.BytesIO(record["images"][0])).convert("RGB").getdata())
+        drawn = max((rgb for rgb in pixels if rgb in PALETTE.values()), key=pixels.__getitem__)
+        assert PALETTE[record["answer"]] == drawn and record["answer"] not in record["question"]
+        assert compute_score(record["data_source"], record["solution"], record["answer"])["acc"] == 1.0
+
+
+def test_demo_kinds_are_checked():
+    """An unknown, empty or repeated --demo-kinds list fails naming the flag."""
+    for kinds in (("no_such_kind",), (), ("clock_time", "clock_time")):
+        with pytest.raises(ValueError, match="--demo-kinds"):
+            DemoConfig(kinds=kinds).validate()
 
 
 def test_demo_rows_do_not_depend_on_how_many_are_generated():

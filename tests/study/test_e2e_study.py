@@ -15,10 +15,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.ray]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEPS = 2
 #: The smallest run shape that still has real groups: 2 prompts x 2 rollouts, short responses, 4 val prompts;
-#: the random tiny model (no warm start) keeps the test independent of the warm-start cache.
+#: the random tiny model (no warm start) keeps the test independent of the warm-start cache; one sampled validation
+#: response per prompt (the preset's task, sampled validation, at a quarter of its validation cost).
 GRID = ["modes=calibrl,grpo", "activations=", "seeds=0", f"steps={STEPS}", f"val_every={STEPS}",
         "train_batch_size=2", "rollout_n=2", "micro_batch_size=2", "max_response_length=32", "val_max_samples=4",
-        "warm_start=false", "run_timeout_s=900"]  # fmt: skip
+        "val_n=1", "warm_start=false", "run_timeout_s=900"]  # fmt: skip
 RUN_NAMES = ("calibrl-leaky_relu-a0.5-l0.1-s0", "grpo-leaky_relu-a0.5-l0.1-s0")
 
 

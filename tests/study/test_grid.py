@@ -18,7 +18,7 @@ from recipe.calibrl.study.presets import PRESETS, StudyConfigError, apply_overri
 
 def test_all_means_every_mode_and_activation_known_at_run_time(monkeypatch):
     """`modes=all` expands to MODE_TO_LOSS_MODE as it is when the study starts (a mode added later joins)."""
-    arms = build_arms(PRESETS["quick"])
+    arms = build_arms(PRESETS["full"])
     assert [a.label for a in arms if a.group == "mode"] == list(MODE_TO_LOSS_MODE)
     assert [a.label for a in arms if a.group == "activation"] == list(ACTIVATIONS)
     monkeypatch.setattr(grid, "known_modes", lambda: [*MODE_TO_LOSS_MODE, "newmode"])
@@ -43,7 +43,9 @@ def test_arms_with_one_setting_share_runs_and_seeds_go_outermost():
 @pytest.mark.parametrize(
     "assignment, field",
     [("modes=grpo,nosuchmode", "modes"), ("activations=softplus", "activations"), ("ablation_mode=x", "ablation_mode"),
-     ("steps=0", "steps"), ("seeds=", "seeds"), ("seeds=1,1", "seeds"), ("nosuchfield=1", "nosuchfield")],
+     ("steps=0", "steps"), ("seeds=", "seeds"), ("seeds=1,1", "seeds"), ("nosuchfield=1", "nosuchfield"),
+     ("val_temperature=-1", "val_temperature"), ("val_temperature=0", "val_n"), ("data_kinds=nosuchkind", "data_kinds"),
+     ("warm_start_steps=0", "warm_start_steps")],
 )  # fmt: skip
 def test_bad_preset_values_fail_naming_the_field(assignment, field):
     with pytest.raises(StudyConfigError, match=field):
@@ -106,6 +108,10 @@ def test_every_run_composes_into_a_valid_recipe_config(tmp_path):
         assert config.data.seed == preset.data_seed and config.data.shuffle
         assert config.trainer.total_training_steps == preset.steps and config.trainer.val_before_train is True
         assert settings.max_experts_per_prompt == run.setting.experts
+        # the preset's validation measure: val_n temperature-1 samples per prompt (logged as mean@val_n)
+        val_kwargs = config.actor_rollout_ref.rollout.val_kwargs
+        assert (val_kwargs.do_sample, val_kwargs.temperature, val_kwargs.n) == (True, preset.val_temperature, preset.val_n)
+        assert config.data.max_response_length == preset.max_response_length
 
 
 def test_resume_refuses_another_preset(tmp_path):

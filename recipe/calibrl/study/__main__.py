@@ -26,7 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="study preset (presets.py)")
     parser.add_argument("--out", default="outputs/study", help="study folder (runs/, results.json, study.png, ...)")
-    parser.add_argument("--data-dir", default="data/demo", help="demo parquet folder (built if missing)")
+    parser.add_argument(
+        "--data-dir", default=None,
+        help="demo parquet folder, built if missing (default: data/demo, or data/demo-<kinds> for the preset's "
+        "data_kinds)",
+    )  # fmt: skip
     parser.add_argument(
         "--set", dest="assignments", action="append", default=[], metavar="FIELD=VALUE",
         help="change one preset field, e.g. --set steps=4 --set seeds=0,1 --set modes=grpo,calibrl --set alphas=",
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
-    from recipe.calibrl.cpu_demo import build_demo_data, prepare_model
+    from recipe.calibrl.cpu_demo import build_demo_data, demo_data_dir, prepare_model
     from recipe.calibrl.study.grid import demo_experts
     from recipe.calibrl.study.runner import RunAssets, execute_runs
 
@@ -77,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     changed = f" with --set {' '.join(args.assignments)}" if args.assignments else ""
     print(f"[study] preset {args.preset}{changed}: {budget_line(preset.as_dict())}; {len(arms)} arms, {len(runs)} runs "
           f"-> {out}", flush=True)  # fmt: skip
-    data_dir = Path(args.data_dir).resolve()
-    build_demo_data(data_dir, experts_per_prompt=demo_experts(preset))
+    data_dir = Path(args.data_dir or demo_data_dir(preset.data_kinds)).resolve()
+    build_demo_data(data_dir, kinds=preset.data_kinds, experts_per_prompt=demo_experts(preset))
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # warm-start progress on stderr
-    assets = RunAssets(data_dir=data_dir, model=prepare_model(data_dir, warm_start=preset.warm_start))
+    model = prepare_model(data_dir, warm_start=preset.warm_start, steps=preset.warm_start_steps)
+    assets = RunAssets(data_dir=data_dir, model=model)
     started = time.monotonic()
     outcomes = execute_runs(preset, runs, assets, out / "runs", log=lambda line: print(line, flush=True),
                             cwd=REPO_ROOT)  # fmt: skip

@@ -4,13 +4,15 @@ Metric names are those of recipe/calibrl/README.md's "Logged metrics" table and 
 
 - on-policy entropy: ``calibrl/entropy_on_policy`` (the recipe's, every mode), else ``actor/entropy``;
 - training reward: ``critic/score/mean`` (mean reward of the on-policy rows);
-- validation accuracy: the mean over data sources of ``val-core/<source>/acc/mean@1`` (unweighted; the per-source
-  values are kept too);
+- validation accuracy: the mean over data sources of ``val-core/<source>/acc/mean@<n>`` (unweighted; the per-source
+  values are kept too). ``<n>`` is ``actor_rollout_ref.rollout.val_kwargs.n``: 1 for greedy validation, more when
+  the study validates on temperature-1 samples (presets.py, ``val_temperature``);
 - step time: ``timing_s/step``.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from typing import Any, Iterable
 
@@ -21,7 +23,8 @@ ENTROPY_KEYS = ("calibrl/entropy_on_policy", "actor/entropy")
 REWARD_KEY = "critic/score/mean"
 STEP_TIME_KEY = "timing_s/step"
 VALIDATION_PREFIX = "val-core/"
-VALIDATION_SUFFIX = "/acc/mean@1"
+#: verl names the mean over a prompt's ``val_kwargs.n`` responses ``mean@<n>``.
+VALIDATION_SUFFIX = re.compile(r"/acc/mean@\d+$")
 TRAINING_STEP_KEY = "training/global_step"
 
 #: Curves of a run: name -> {step: value}. The order is the figure's panel order.
@@ -29,17 +32,17 @@ CURVES = ("entropy", "reward", "val_acc")
 CURVE_TITLES = {
     "entropy": "on-policy entropy",
     "reward": "training reward (critic/score/mean)",
-    "val_acc": "validation accuracy (val-core/*/acc/mean@1)",
+    "val_acc": "validation accuracy (val-core/*/acc/mean@n)",
     "step_time": "step time, s",
 }
 
 
 def final_validation_keys(data: dict[str, Any]) -> list[str]:
-    """The ``val-core/<source>/acc/mean@1`` keys with a finite value in one step's metrics, sorted."""
+    """The ``val-core/<source>/acc/mean@<n>`` keys with a finite value in one step's metrics, sorted."""
     return sorted(
         key
         for key, value in data.items()
-        if key.startswith(VALIDATION_PREFIX) and key.endswith(VALIDATION_SUFFIX) and is_finite_number(value)
+        if key.startswith(VALIDATION_PREFIX) and VALIDATION_SUFFIX.search(key) and is_finite_number(value)
     )
 
 

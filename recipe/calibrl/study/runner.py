@@ -71,9 +71,16 @@ def shared_overrides(preset: StudyPreset, assets: RunAssets) -> list[str]:
         f"trainer.total_training_steps={preset.steps}",
         f"trainer.test_freq={preset.val_every}",
         f"trainer.val_before_train={preset.val_before_train}",
+        *validation_overrides(preset.val_temperature, preset.val_n),
         "trainer.save_freq=-1",  # no checkpoints: the study only reads metrics
         "trainer.project_name=calibrl_study",
     ]
+
+
+def validation_overrides(temperature: float, n: int) -> list[str]:
+    """``val_kwargs`` overrides: greedy (temperature 0) or ``n`` samples per prompt at ``temperature``."""
+    kwargs = "actor_rollout_ref.rollout.val_kwargs"
+    return [f"{kwargs}.do_sample={temperature > 0}", f"{kwargs}.temperature={temperature}", f"{kwargs}.n={n}"]
 
 
 def run_overrides(preset: StudyPreset, assets: RunAssets, run: RunSpec, run_dir: Path) -> list[str]:
