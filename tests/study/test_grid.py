@@ -22,7 +22,9 @@ def test_all_means_every_mode_and_activation_known_at_run_time(monkeypatch):
     assert [a.label for a in arms if a.group == "mode"] == list(MODE_TO_LOSS_MODE)
     assert [a.label for a in arms if a.group == "activation"] == list(ACTIVATIONS)
     monkeypatch.setattr(grid, "known_modes", lambda: [*MODE_TO_LOSS_MODE, "newmode"])
-    assert [a.label for a in build_arms(PRESETS["quick"]) if a.group == "mode"][-1] == "newmode"
+    assert [a.label for a in build_arms(PRESETS["full"]) if a.group == "mode"][-1] == "newmode"
+    # quick names its modes (the paper's central comparison): a new mode does not grow it
+    assert [a.label for a in build_arms(PRESETS["quick"]) if a.group == "mode"] == ["calibrl", "grpo", "luffy"]
 
 
 def test_arms_with_one_setting_share_runs_and_seeds_go_outermost():
@@ -165,7 +167,7 @@ def test_switch_arms_are_plain_calibrl_with_one_switch_on():
     assert "calibrl.baseline_alignment=lcs" in switch_arms["lcs_baseline"].overrides()
     assert "calibrl.adaptive_lam.enable=false" in plain.overrides()
     runs = build_runs(preset, arms)
-    assert len({r.name for r in runs}) == len(runs) and len(runs) == len({a.setting for a in arms}) * 3
+    assert len({r.name for r in runs}) == len(runs) and len(runs) == len({a.setting for a in arms}) * len(preset.seeds)
     assert not [a for a in build_arms(PRESETS["quick"]) if a.group == "switch"]  # quick: opt-in
     assert [a.label for a in build_arms(PRESETS["full"]) if a.group == "switch"] == list(SWITCHES)
 
