@@ -86,10 +86,7 @@ def compute_calibration_fields(
             old_log_probs, response_mask, codes, is_expert, passed, beyond_expert, expert_combine, experts_per_group
         )
         # compared with an expert token: within the expert's length (what beyond_expert=drop keeps)
-        _, within = _baseline_and_mask(
-            old_log_probs, response_mask, codes, is_expert, passed, "drop", expert_combine, experts_per_group
-        )
-        aligned = within.bool()
+        aligned = _calibration_mask(response_mask, codes, is_expert, "drop", experts_per_group).bool()
     else:
         if responses is None:
             raise ValueError(f"baseline alignment {alignment!r} needs the response token ids (responses)")
@@ -115,13 +112,24 @@ def _baseline_and_mask(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """b_t and the calibration mask: the released one-expert functions while every group has at most one expert
     row (the parity path), the combined baseline of :mod:`calibrl_ext.losses.multi_expert` otherwise."""
-    if experts_per_group.numel() == 0 or int(experts_per_group.max()) <= 1:
-        baseline = core.expert_baseline(old_log_probs, response_mask, codes, is_expert)
-        return baseline, core.calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
+    mask = _calibration_mask(response_mask, codes, is_expert, beyond_expert, experts_per_group)
+    if _one_expert_at_most(experts_per_group):
+        return core.expert_baseline(old_log_probs, response_mask, codes, is_expert), mask
     baseline = core.combined_expert_baseline(
         old_log_probs, response_mask, codes, is_expert, combine=expert_combine, expert_passed=passed
     )
-    return baseline, core.multi_expert_calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
+    return baseline, mask
+
+
+def _one_expert_at_most(experts_per_group: torch.Tensor) -> bool:
+    return experts_per_group.numel() == 0 or int(experts_per_group.max()) <= 1
+
+
+def _calibration_mask(response_mask, codes, is_expert, beyond_expert, experts_per_group) -> torch.Tensor:
+    """The released one-expert mask while every group has at most one expert row, the several-expert one otherwise."""
+    if _one_expert_at_most(experts_per_group):
+        return core.calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
+    return core.multi_expert_calibration_mask(response_mask, codes, is_expert, beyond_expert=beyond_expert)
 
 
 def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
