@@ -24,6 +24,14 @@ verl                    HF ``generate``
 n                       the agent loop sends n separate requests
 ======================  ==============================================================================
 
+Sampling is reproducible whatever order the agent loop's concurrent requests arrive in
+(:class:`RequestSeeds`): each request draws from a generator seeded by ``actor_rollout_ref.rollout.seed``, the
+served weight version, the request's content (prompt ids and image pixels) and how many requests with that same
+content this weight version has already served. Requests of one prompt are exchangeable, so a group gets the same
+set of responses in every run with the same seed and weights, and two runs (or two study arms) with the same seed
+validate on identical samples before training. Across replicas (``rollout.n_gpus`` > 1 on the CPU backend) the
+load balancer's choice of replica is not reproducible, so neither are the samples.
+
 Log-probs are ``log_softmax(raw_logits / T)`` at the sampled token (T = temperature, or 1 when greedy), i.e. the
 quantity the actor recomputes, NOT the distribution after top-k/top-p or token suppression. That keeps
 ``training/rollout_probs_diff_*`` a pure check of weight sync.
@@ -34,6 +42,7 @@ Options (``+actor_rollout_ref.rollout.engine_kwargs.hf.<name>=<value>``): see :c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 import os
@@ -183,6 +192,46 @@ def token_log_probs(step_logits: torch.Tensor, token_ids: torch.Tensor, temperat
     return log_probs.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)
 
 
+class RequestSeeds:
+    """Per-request sampling seeds that do not depend on the order requests arrive in.
+
+    The seed of a request is a hash of (base seed, weight version, content digest, k), where k counts the earlier
+    requests with the same content under the same weight version; the counts restart when the version changes.
+    Content = the prompt token ids and the pixels of every image.
+    """
+
+    def __init__(self, base_seed: int):
+        self.base_seed = int(base_seed)
+        self.version: Optional[int] = None
+        self._served: dict[bytes, int] = {}
+
+    @staticmethod
+    def content_digest(prompt_ids: list[int], image_data: Optional[list]) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(b",".join(str(int(token)).encode() for token in prompt_ids))
+        for image in image_data or []:
+            digest.update(b"|image|")
+            tobytes = getattr(image, "tobytes", None)  # PIL images and numpy arrays
+            if tobytes is not None:
+                digest.update(str(getattr(image, "size", "")).encode() + str(getattr(image, "mode", "")).encode())
+                digest.update(tobytes())
+            else:
+                digest.update(repr(image).encode())
+        return digest.digest()
+
+    def next_seed(self, version: Optional[int], prompt_ids: list[int], image_data: Optional[list]) -> int:
+        """The seed of the next request with this content under weight ``version`` (63 bits, for ``manual_seed``)."""
+        if version != self.version:
+            self.version = version
+            self._served.clear()
+        content = self.content_digest(prompt_ids, image_data)
+        served = self._served.get(content, 0)
+        self._served[content] = served + 1
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(f"{self.base_seed}|{self.version}|{served}|".encode() + content)
+        return int.from_bytes(digest.digest(), "little") >> 1
+
+
 def vision_token_ids(hf_config: Any, tokenizer: Any) -> list[int]:
     """Ids of the vision placeholder / delimiter tokens of a model (empty for a text-only model)."""
     ids: set[int] = set()
@@ -219,6 +268,7 @@ class HFRolloutServer:
         self.global_steps: Optional[int] = None
         self.model = None
         self._lock = asyncio.Lock()
+        self._seeds = RequestSeeds(self.config.seed if self.config.seed is not None else 0)
 
     # ----------------------------------------------------------------------------------------------------
     # start-up
@@ -302,9 +352,10 @@ class HFRolloutServer:
         model_inputs = self._model_inputs(prompt_ids, image_data, mm_processor_kwargs)
         temperature = float(sampling_params.get("temperature", 1.0))
         async with self._lock:
+            seed = self._seeds.next_seed(self.global_steps, prompt_ids, image_data)
             loop = asyncio.get_running_loop()
             token_ids, log_probs = await loop.run_in_executor(
-                None, self._generate_blocking, model_inputs, generate_kwargs, temperature
+                None, self._generate_blocking, model_inputs, generate_kwargs, temperature, seed
             )
         return TokenOutput(
             token_ids=token_ids,
@@ -338,9 +389,9 @@ class HFRolloutServer:
         return inputs
 
     @torch.no_grad()
-    def _generate_blocking(self, model_inputs: dict, generate_kwargs: dict, temperature: float):
-        if self.config.full_determinism:
-            torch.manual_seed(self.config.seed + self.replica_rank)
+    def _generate_blocking(self, model_inputs: dict, generate_kwargs: dict, temperature: float, seed: int):
+        # HF generate samples from the global generator; requests run one at a time under the lock.
+        torch.manual_seed(seed)
         prompt_len = model_inputs["input_ids"].shape[1]
         output = self.model.generate(**model_inputs, **generate_kwargs)
         new_tokens = output.sequences[0, prompt_len:]

@@ -287,3 +287,42 @@ def test_lora_adapter_sync_matches_the_actor_and_replaces_the_previous_adapter(s
     wider = {**peft_config.to_dict(), "r": 8}
     with pytest.raises(RuntimeError, match="LoRA config changed"):
         asyncio.run(server.load_lora_adapter(adapter, wider, global_steps=3))
+
+
+def _image_prompt(server, colour):
+    from PIL import Image
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is it?"}]}]
+    picture = Image.new("RGB", (56, 56), colour)
+    rendered = server.processor.apply_chat_template(messages, add_generation_prompt=True)
+    ids = server.processor(text=[rendered], images=[picture], return_tensors="pt")["input_ids"][0].tolist()
+    return ids, [picture]
+
+
+def test_sampling_does_not_depend_on_request_order(server_for):
+    """Two "runs" (fresh request seeds, same seed and weights) that receive the same requests in different orders
+    return the same set of responses per prompt; the requests of one prompt still differ from each other; prompts
+    whose ids are equal but whose images differ are seeded apart (the shape_colour prompts share their text)."""
+    from calibrl_ext.cpu_backend.hf_server import RequestSeeds
+
+    server = server_for("qwen2_5_vl")
+    red, green = _image_prompt(server, (220, 50, 47)), _image_prompt(server, (60, 150, 40))
+    assert red[0] == green[0]
+
+    def run(order):
+        server._seeds = RequestSeeds(server.config.seed)
+        responses = {"red": [], "green": []}
+        for name in order:
+            ids, images = red if name == "red" else green
+            responses[name].append(tuple(_generate(server, ids, images, temperature=1.0).token_ids))
+        return {name: sorted(group) for name, group in responses.items()}
+
+    first = run(["red", "red", "red", "green", "green", "green"])
+    second = run(["green", "red", "green", "red", "green", "red"])
+    assert first == second
+    assert len(set(first["red"])) > 1, "the requests of one prompt must not repeat one sample"
+    seeds = RequestSeeds(0)
+    assert seeds.next_seed(0, red[0], red[1]) != seeds.next_seed(0, green[0], green[1])
+    assert seeds.next_seed(0, red[0], red[1]) != RequestSeeds(0).next_seed(0, red[0], red[1])  # k-th request
+    assert RequestSeeds(0).next_seed(1, red[0], red[1]) != RequestSeeds(0).next_seed(0, red[0], red[1])
+    assert RequestSeeds(1).next_seed(0, red[0], red[1]) != RequestSeeds(0).next_seed(0, red[0], red[1])
