@@ -2,17 +2,21 @@
 
 ``bash examples/run_cpu_demo.sh`` (what ``make demo`` runs) calls this module. It
 
-1. builds the embedded demo dataset with ``data_prep/build_parquet.py`` (skipped when it exists);
+1. builds the embedded demo dataset with ``data_prep/build_parquet.py`` (skipped when it exists): by default the
+   study's learnable task, the ``shape_colour`` kind (name the colour of the shape drawn; ``--task reasoning``: the
+   four reasoning kinds);
 2. builds a tiny random Qwen2.5-VL (cached under ``tiny_models/``) and warm-starts it on the demo's expert solutions
    (:mod:`calibrl_ext.warm_start`, cached) so that rewards vary within groups and CalibRL has a signal to act on;
-3. runs the CalibRL recipe (``python -m recipe.calibrl.main_calibrl``) through the CPU backend for a few steps with a
-   validation pass, logging with verl's ``file`` logger to ``<out>/metrics.jsonl``;
+3. runs the CalibRL recipe (``python -m recipe.calibrl.main_calibrl``) through the CPU backend for ``--steps`` steps,
+   validating before the first and after the last, logging with verl's ``file`` logger to ``<out>/metrics.jsonl``;
 4. prints a short summary per step (reward, on-policy entropy, calibration loss, expert pass rate), the validation
    accuracy before RL (``trainer.val_before_train``) and after the last step, and writes ``<out>/curves.png``
    (on-policy entropy, training reward and validation accuracy against step).
 
-It is a dry run: it proves that data, config and code paths work; a tiny model's numbers say nothing about quality
-(docs/cpu_dry_run.md).
+The default task is the one of the study's presets (``COLOUR_TASK`` of recipe/calibrl/study/presets.py:
+warm start 800 steps, rollouts and validation sampled at temperature 1.3, 4 samples per validation prompt); the
+rise it shows is measured in docs/study.md. It is a tiny model on a toy task: the numbers say nothing about the
+method at scale (docs/cpu_dry_run.md).
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import argparse
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from calibrl_ext.cpu_backend.launcher import VerlRun, is_finite_number, read_metrics, run_verl
 from calibrl_ext.cpu_backend.overrides import ROLLOUTS, VLLM_ROLLOUT_NAME, CpuRunShape
+from recipe.calibrl.study.presets import COLOUR_TASK
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The demo's figure under ``--out``.
@@ -40,12 +46,10 @@ SUMMARY_COLUMNS = (
     ("timing_s/step", "step s"),
 )
 
-#: The demo's run shape: small enough for 2 CPU cores, large enough for real groups (n rollouts + 1 expert).
+#: The demo's run shape, shared by both tasks: small enough for 2 CPU cores, large enough for real groups
+#: (n rollouts + 1 expert).
 DEMO_OVERRIDES = (
     "data.train_batch_size=4",
-    "data.max_prompt_length=256",
-    "data.max_response_length=128",  # the demo's expert solutions are 58-101 tokens with the tiny tokenizer
-    "data.val_max_samples=16",
     "actor_rollout_ref.rollout.n=4",
     "actor_rollout_ref.actor.ppo_mini_batch_size=4",
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
@@ -57,6 +61,57 @@ DEMO_OVERRIDES = (
     "trainer.project_name=calibrl_cpu_demo",
     "trainer.experiment_name=cpu_demo",
 )
+
+
+def _validation(temperature: float, n: int) -> tuple[str, ...]:
+    kwargs = "actor_rollout_ref.rollout.val_kwargs"
+    return (f"{kwargs}.do_sample={temperature > 0}", f"{kwargs}.temperature={temperature}", f"{kwargs}.n={n}")
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """What ``--task`` selects: the demo data's kinds, the warm start and the task's own run settings.
+
+    Attributes:
+        kinds: ``--demo-kinds`` of the data build (``()`` = the generator's default four reasoning kinds).
+        warm_start_steps: optimizer steps of the warm start (calibrl_ext.warm_start).
+        steps: default of ``--steps``.
+        overrides: the task's Hydra overrides (lengths, temperatures, validation size), after DEMO_OVERRIDES.
+    """
+
+    kinds: tuple[str, ...]
+    warm_start_steps: int
+    steps: int
+    overrides: tuple[str, ...]
+
+
+#: ``--task`` values. ``colour`` (default) is the study's learnable task with its settings (COLOUR_TASK);
+#: ``reasoning`` is the four reasoning kinds with greedy validation, where the tiny model shows no rise.
+DEMO_TASKS: dict[str, DemoTask] = {
+    "colour": DemoTask(
+        kinds=COLOUR_TASK["data_kinds"],
+        warm_start_steps=COLOUR_TASK["warm_start_steps"],
+        steps=16,
+        overrides=(
+            f"data.max_prompt_length={COLOUR_TASK['max_prompt_length']}",
+            f"data.max_response_length={COLOUR_TASK['max_response_length']}",
+            f"data.val_max_samples={COLOUR_TASK['val_max_samples']}",
+            f"actor_rollout_ref.rollout.temperature={COLOUR_TASK['rollout_temperature']}",
+            *_validation(COLOUR_TASK["val_temperature"], COLOUR_TASK["val_n"]),
+        ),
+    ),
+    "reasoning": DemoTask(
+        kinds=(),
+        warm_start_steps=200,
+        steps=3,
+        overrides=(
+            "data.max_prompt_length=256",
+            "data.max_response_length=128",  # the reasoning kinds' expert solutions are 58-101 tiny-tokenizer tokens
+            "data.val_max_samples=16",
+            *_validation(0.0, 1),
+        ),
+    ),
+}
 
 
 def demo_data_dir(kinds: tuple[str, ...] = ()) -> str:
@@ -153,7 +208,7 @@ def format_demo_summary(run: VerlRun) -> str:
         lines.append("  ".join(row))
     validation = {k: v for data in by_step.values() for k, v in data.items() if k.startswith("val-core/")}
     for key in sorted(validation):
-        if key.endswith("/acc/mean@1"):
+        if "/acc/mean@" in key:
             lines.append(f"validation {key}: {validation[key]:.3f}")
     return "\n".join(lines)
 
@@ -161,8 +216,21 @@ def format_demo_summary(run: VerlRun) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/cpu_demo", help="run folder (metrics.jsonl, log, checkpoints)")
-    parser.add_argument("--data-dir", default="data/demo", help="demo parquet folder (built if missing)")
-    parser.add_argument("--steps", type=int, default=3, help="training steps; validation runs after the last")
+    parser.add_argument(
+        "--task",
+        default="colour",
+        choices=sorted(DEMO_TASKS),
+        help="colour (default): name the colour of the shape drawn, the study's learnable task; reasoning: the four "
+        "reasoning kinds (counting, bar charts, angles, clocks), where a tiny model shows no rise",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="demo parquet folder, built if missing (default: data/demo-shape_colour for "
+        "the colour task, data/demo for reasoning)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: 16 for colour, 3 for reasoning); "
+        "validation runs before the first and after the last"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="wall-clock limit of the verl run, seconds")
     parser.add_argument("--no-warm-start", action="store_true", help="train the random tiny model as is")
     parser.add_argument(
@@ -183,23 +251,30 @@ def main(argv: list[str] | None = None) -> int:
                 "--rollout vllm needs the vLLM-on-CPU environment: run `ROLLOUT=vllm make demo`, or build it with "
                 "`bash scripts/bootstrap_vllm_venv.sh` and use .venv-vllm/bin/python"
             )
-    out, data_dir = Path(args.out).resolve(), Path(args.data_dir).resolve()
-    build_demo_data(data_dir)
+    task = DEMO_TASKS[args.task]
+    steps = task.steps if args.steps is None else args.steps
+    if steps < 1:
+        parser.error(f"--steps must be >= 1, got {steps}")
+    out = Path(args.out).resolve()
+    data_dir = Path(args.data_dir or demo_data_dir(task.kinds)).resolve()
+    build_demo_data(data_dir, kinds=task.kinds)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # warm-start progress on stderr
     variant = "vllm" if args.rollout == VLLM_ROLLOUT_NAME else "default"
-    model = prepare_model(data_dir, warm_start=not args.no_warm_start, variant=variant)
+    model = prepare_model(data_dir, warm_start=not args.no_warm_start, variant=variant, steps=task.warm_start_steps)
     overrides = [
         f"data.train_files={data_dir / 'train.parquet'}",
         f"data.val_files={data_dir / 'val.parquet'}",
         f"actor_rollout_ref.model.path={model}",
-        f"trainer.total_training_steps={args.steps}",
-        f"trainer.test_freq={args.steps}",
+        f"trainer.total_training_steps={steps}",
+        f"trainer.test_freq={steps}",
         f"trainer.default_local_dir={out / 'checkpoints'}",
         *DEMO_OVERRIDES,
+        *task.overrides,
         *args.overrides,
     ]
     print(
-        f"cpu_demo: CalibRL on CPU, {args.steps} steps, rollout {args.rollout}, model {model}, data {data_dir}",
+        f"cpu_demo: CalibRL on CPU, task {args.task}, {steps} steps, rollout {args.rollout}, model {model}, "
+        f"data {data_dir}",
         flush=True,
     )
     run = run_verl(
@@ -216,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         before_after = validation_before_after(run.metrics_path)
         if before_after is not None:
             before, after = before_after
-            print(f"validation accuracy: before RL {before:.3f} -> after {args.steps} steps {after:.3f} "
+            print(f"validation accuracy: before RL {before:.3f} -> after {steps} steps {after:.3f} "
                   f"({after - before:+.3f})")  # fmt: skip
         print(f"curves: {plot_curves(run.metrics_path, out / CURVES_FILE)}")
     if not run.ok:

@@ -41,3 +41,33 @@ def test_demo_fixes_the_validation_subset_and_validates_before_training():
     """`make demo` compares before/after on the same prompts: data.seed is set (verl draws the val_max_samples subset
     from it) and the pre-RL validation is on."""
     assert "data.seed=0" in DEMO_OVERRIDES and "trainer.val_before_train=True" in DEMO_OVERRIDES
+
+
+def test_the_demo_runs_the_study_task_with_the_study_settings():
+    """`make demo`'s default task is the study presets' shape_colour task: same data kinds, warm start, lengths,
+    rollout temperature and validation sampling as every run of the `quick` preset (so the rise measured by the
+    study is the one the demo shows), and the reasoning task keeps greedy validation."""
+    from recipe.calibrl.cpu_demo import DEMO_TASKS
+    from recipe.calibrl.study.presets import PRESETS
+    from recipe.calibrl.study.runner import RunAssets, shared_overrides
+
+    quick = PRESETS["quick"]
+    colour = DEMO_TASKS["colour"]
+    assert colour.kinds == quick.data_kinds and colour.warm_start_steps == quick.warm_start_steps
+    assert colour.steps == quick.steps
+    def normalised(override):  # 1e-4 and 0.0001 are the same setting
+        key, _, value = override.partition("=")
+        try:
+            return f"{key}={float(value)!r}"
+        except ValueError:
+            return override
+
+    study = {normalised(o) for o in shared_overrides(quick, RunAssets(data_dir=Path("/d"), model=Path("/m")))}
+    assert {normalised(o) for o in colour.overrides} <= study
+    demo_keys = {o.split("=")[0] for o in (*DEMO_OVERRIDES, *colour.overrides)}
+    for key in ("actor_rollout_ref.rollout.temperature", "actor_rollout_ref.rollout.val_kwargs.temperature",
+                "actor_rollout_ref.rollout.val_kwargs.n", "data.seed", "actor_rollout_ref.actor.optim.lr"):
+        assert key in demo_keys
+    shared_keys = {s.split("=")[0] for s in study} - {"trainer.project_name", "trainer.experiment_name"}
+    assert {normalised(o) for o in DEMO_OVERRIDES if o.split("=")[0] in shared_keys} <= study
+    assert "actor_rollout_ref.rollout.val_kwargs.do_sample=False" in DEMO_TASKS["reasoning"].overrides

@@ -148,3 +148,23 @@ def test_execute_runs_starts_only_incomplete_runs(tmp_path, monkeypatch):
     assert any(f"run 2/2 {cut.name}: ok" in line and "ETA" in line for line in lines)
     record = json.loads((tmp_path / cut.name / runner.RUN_RECORD_FILE).read_text())
     assert record["status"] == "ok" and f"calibrl.mode={cut.setting.mode}" in record["overrides"]
+
+
+def test_paired_difference_subtracts_the_reference_run_of_the_same_seed():
+    """Each arm is compared with the released CalibRL arm seed by seed; seeds either side lacks are left out, and a
+    study without a calibrl / leaky_relu arm has no reference."""
+    from recipe.calibrl.study.report import paired_difference, reference_stem
+
+    def run(acc):
+        return {"final": {"final_val_acc": acc}}
+
+    runs = {"ref-s0": run(0.5), "ref-s1": run(0.6), "ref-s2": run(0.7), "grpo-s0": run(0.55), "grpo-s1": run(0.5),
+            "grpo-s3": run(0.9)}  # fmt: skip
+    paired = paired_difference(runs, "grpo", "ref", [0, 1, 2, 3])
+    assert paired["n"] == 2 and paired["values"] == pytest.approx([0.05, -0.1])
+    assert paired_difference(runs, "grpo", None, [0, 1])["n"] == 0
+    arms = [{"group": "activation", "label": "tanh", "run_stem": "t"}, {"group": "activation", "label": "leaky_relu",
+            "run_stem": "lr"}]  # fmt: skip
+    assert reference_stem(arms) == "lr"
+    assert reference_stem([*arms, {"group": "mode", "label": "calibrl", "run_stem": "c"}]) == "c"
+    assert reference_stem(arms[:1]) is None

@@ -7,7 +7,10 @@ Outputs under ``<out>``:
 - ``study.png``: on-policy entropy, training reward and validation accuracy against step for each mode (mean line,
   band from the lowest to the highest seed), and one bar chart per arm group (final validation accuracy, mean with
   sample-std error bars and every seed as a dot);
-- ``table.md``: the final figures per arm, mean ± sample std over seeds.
+- ``table.md``: the final figures per arm, mean ± sample std over seeds, and each arm's final validation accuracy
+  minus the released CalibRL arm's on the same seed (paired: with the same seed both runs sample the same validation
+  responses before training, calibrl_ext/cpu_backend/hf_server.py ``RequestSeeds``, so the pairing removes most of
+  the sampling noise that separate seeds carry).
 
 ``python -m recipe.calibrl.study --report-only --out DIR`` rebuilds them from the run folders without running.
 """
@@ -92,13 +95,39 @@ def collect(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         finals = {key: mean_and_spread([runs[n]["final"][key] for n in done if runs[n]["final"][key] is not None])
                   for key, _ in FINAL_COLUMNS}  # fmt: skip
         arms.append({**arm, "runs": done, "seeds_done": len(done), "curves": curve_stats, "final": finals})
-    return {"preset": preset, "missing_runs": missing, "runs": runs, "arms": arms}
+    reference = reference_stem(manifest["arms"])
+    for arm in arms:
+        arm["paired_vs_reference"] = paired_difference(runs, arm["run_stem"], reference, seeds)
+    return {"preset": preset, "missing_runs": missing, "runs": runs, "arms": arms, "reference_run_stem": reference}
+
+
+def reference_stem(arms: list[dict[str, Any]]) -> str | None:
+    """Run stem of the released CalibRL setting (the ``calibrl`` mode arm, else the ``leaky_relu`` activation arm,
+    which share their runs), the reference of the paired differences; None when the study has neither."""
+    for group, label in (("mode", "calibrl"), ("activation", "leaky_relu")):
+        for arm in arms:
+            if arm["group"] == group and arm["label"] == label:
+                return arm["run_stem"]
+    return None
+
+
+def paired_difference(runs: dict[str, Any], stem: str, reference: str | None, seeds: list[int]) -> dict[str, Any]:
+    """Final validation accuracy of ``stem`` minus the reference's, per seed both completed (mean_and_spread)."""
+    if reference is None:
+        return mean_and_spread([])
+    differences = []
+    for seed in seeds:
+        mine, theirs = runs.get(f"{stem}-s{seed}"), runs.get(f"{reference}-s{seed}")
+        if mine and theirs and mine["final"]["final_val_acc"] is not None and theirs["final"]["final_val_acc"] is not None:
+            differences.append(mine["final"]["final_val_acc"] - theirs["final"]["final_val_acc"])
+    return mean_and_spread(differences)
 
 
 def budget_line(preset: dict[str, Any]) -> str:
     """The shared budget as actually run (``--set`` included), for titles."""
+    temperature = preset.get("rollout_temperature", 1.0)  # absent from study folders written before the field
     return (f"{preset['steps']} steps x {preset['train_batch_size']} prompts x {preset['rollout_n']} rollouts, "
-            f"seeds {preset['seeds']}")
+            f"seeds {preset['seeds']}" + (f", rollout temperature {temperature:g}" if temperature != 1.0 else ""))
 
 
 def _cell(stats: dict[str, Any]) -> str:
@@ -114,7 +143,8 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [
         f"# Study: {budget_line(preset)}",
         "",
-        "Cells: mean ± sample std over seeds (n = seeds done).",
+        "Cells: mean ± sample std over seeds (n = seeds done). Last column: final validation accuracy minus the "
+        "released CalibRL arm's on the same seed (paired; `ref` = that arm).",
     ]
     if results["missing_runs"]:
         lines += ["", f"Incomplete or missing runs (not counted): {', '.join(results['missing_runs'])}"]
@@ -122,11 +152,14 @@ def format_table(results: dict[str, Any]) -> str:
         arms = [a for a in results["arms"] if a["group"] == group]
         if not arms:
             continue
-        header = [GROUP_TITLES[group], "n", *(title for _, title in FINAL_COLUMNS)]
+        header = [GROUP_TITLES[group], "n", *(title for _, title in FINAL_COLUMNS), "vs calibrl (paired)"]
         lines += ["", f"## {GROUP_TITLES[group]}", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]  # fmt: skip
         for arm in arms:
-            cells = [arm["label"], str(arm["seeds_done"]), *(_cell(arm["final"][key]) for key, _ in FINAL_COLUMNS)]
+            paired = "ref" if arm["run_stem"] == results.get("reference_run_stem") else _cell(
+                arm.get("paired_vs_reference") or mean_and_spread([]))
+            cells = [arm["label"], str(arm["seeds_done"]), *(_cell(arm["final"][key]) for key, _ in FINAL_COLUMNS),
+                     paired]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

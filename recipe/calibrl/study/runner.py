@@ -68,6 +68,7 @@ def shared_overrides(preset: StudyPreset, assets: RunAssets) -> list[str]:
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro}",
         f"actor_rollout_ref.actor.optim.lr={preset.learning_rate}",
+        f"actor_rollout_ref.rollout.temperature={preset.rollout_temperature}",
         f"trainer.total_training_steps={preset.steps}",
         f"trainer.test_freq={preset.val_every}",
         f"trainer.val_before_train={preset.val_before_train}",
