@@ -39,6 +39,25 @@ def median_step_time(metrics: Path) -> float | None:
     return statistics.median(kept) if kept else None
 
 
+#: Phases shown in the breakdown: those whose median is at least this many seconds in either mode.
+PHASE_MIN_S = 0.01
+
+
+def phase_medians(metrics_files: list[Path]) -> dict[str, float]:
+    """Median of every ``timing_s/<phase>`` over the training steps after warm-up of all ``metrics_files``."""
+    values: dict[str, list[float]] = {}
+    for path in metrics_files:
+        records = read_metrics(path)
+        first = min((r["step"] for r in records if "timing_s/step" in r["data"]), default=0)
+        for record in records:
+            if record["step"] < first + WARM_UP_STEPS:
+                continue
+            for key, value in record["data"].items():
+                if key.startswith("timing_s/") and isinstance(value, (int, float)):
+                    values.setdefault(key, []).append(float(value))
+    return {key: statistics.median(v) for key, v in values.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="a study folder (study.json, runs/)")
@@ -68,6 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         spread = f" ± {statistics.stdev(ratios):.3f} (sample std)" if len(ratios) > 1 else ""
         print(f"step time {args.mode} / {args.baseline}: {statistics.fmean(ratios):.3f}{spread} over "
               f"{len(ratios)} seed(s); target <= 1.05")  # fmt: skip
+    files = {m: [f for seed in manifest["preset"]["seeds"]
+                 if (f := out / "runs" / f"{mode_arms[m]}-s{seed}" / METRICS_FILE).exists()]
+             for m in (args.mode, args.baseline)}  # fmt: skip
+    if all(files.values()):
+        phases = {m: phase_medians(f) for m, f in files.items()}
+        keys = sorted(k for k in set(phases[args.mode]) | set(phases[args.baseline])
+                      if max(phases[args.mode].get(k, 0.0), phases[args.baseline].get(k, 0.0)) >= PHASE_MIN_S)  # fmt: skip
+        print("\nwhere the time goes (median s over steps after warm-up, all seeds):")
+        print(f"{'phase':<28}  {args.mode:>10}  {args.baseline:>10}  {'difference':>10}")
+        for key in keys:
+            mine, theirs = phases[args.mode].get(key), phases[args.baseline].get(key)
+            difference = f"{mine - theirs:+10.3f}" if mine is not None and theirs is not None else f"{'-':>10}"
+            print(f"{key:<28}  {mine if mine is not None else float('nan'):>10.3f}  "
+                  f"{theirs if theirs is not None else float('nan'):>10.3f}  {difference}")  # fmt: skip
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"*/{RUN_RECORD_FILE}"))]
     if records:
         total = sum(r["wall_s"] for r in records)
