@@ -195,13 +195,16 @@ def token_log_probs(step_logits: torch.Tensor, token_ids: torch.Tensor, temperat
 class RequestSeeds:
     """Per-request sampling seeds that do not depend on the order requests arrive in.
 
-    The seed of a request is a hash of (base seed, weight version, content digest, k), where k counts the earlier
-    requests with the same content under the same weight version; the counts restart when the version changes.
-    Content = the prompt token ids and the pixels of every image.
+    The seed of a request is a hash of (base seed, replica rank, weight version, content digest, k), where k counts
+    the earlier requests with the same content under the same weight version; the counts restart when the version
+    changes. Content = the prompt token ids and the pixels of every image. Each replica counts on its own, so the
+    rank is part of the hash: the n requests of one group may be spread over replicas (verl's load balancer), and
+    without it the first request on every replica would draw the same sample.
     """
 
-    def __init__(self, base_seed: int):
+    def __init__(self, base_seed: int, replica_rank: int = 0):
         self.base_seed = int(base_seed)
+        self.replica_rank = int(replica_rank)
         self.version: Optional[int] = None
         self._served: dict[bytes, int] = {}
 
@@ -228,7 +231,8 @@ class RequestSeeds:
         served = self._served.get(content, 0)
         self._served[content] = served + 1
         digest = hashlib.blake2b(digest_size=8)
-        digest.update(f"{self.base_seed}|{self.version}|{served}|".encode() + content)
+        replica = f"r{self.replica_rank}|" if self.replica_rank else ""  # replica 0 keeps the single-replica hash
+        digest.update(f"{self.base_seed}|{replica}{self.version}|{served}|".encode() + content)
         return int.from_bytes(digest.digest(), "little") >> 1
 
 
@@ -268,7 +272,7 @@ class HFRolloutServer:
         self.global_steps: Optional[int] = None
         self.model = None
         self._lock = asyncio.Lock()
-        self._seeds = RequestSeeds(self.config.seed if self.config.seed is not None else 0)
+        self._seeds = RequestSeeds(self.config.seed if self.config.seed is not None else 0, replica_rank)
 
     # ----------------------------------------------------------------------------------------------------
     # start-up

@@ -326,3 +326,6 @@ def test_sampling_does_not_depend_on_request_order(server_for):
     assert seeds.next_seed(0, red[0], red[1]) != RequestSeeds(0).next_seed(0, red[0], red[1])  # k-th request
     assert RequestSeeds(0).next_seed(1, red[0], red[1]) != RequestSeeds(0).next_seed(0, red[0], red[1])
     assert RequestSeeds(1).next_seed(0, red[0], red[1]) != RequestSeeds(0).next_seed(0, red[0], red[1])
+    # The first request of a prompt on each replica: a group spread over 2 replicas must not get one sample twice
+    # (with n = 2 that made every group's rewards equal and every advantage 0).
+    assert RequestSeeds(0, replica_rank=1).next_seed(0, red[0], red[1]) != RequestSeeds(0).next_seed(0, red[0], red[1])
