@@ -31,6 +31,7 @@ from pathlib import Path
 from calibrl_ext.cpu_backend.launcher import VerlRun, is_finite_number, read_metrics, run_verl
 from calibrl_ext.cpu_backend.overrides import ROLLOUTS, VLLM_ROLLOUT_NAME, CpuRunShape
 from recipe.calibrl.study.presets import COLOUR_TASK
+from recipe.calibrl.study.runner import validation_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The demo's figure under ``--out``.
@@ -67,11 +68,6 @@ DEMO_OVERRIDES = (
 )
 
 
-def _validation(temperature: float, n: int) -> tuple[str, ...]:
-    kwargs = "actor_rollout_ref.rollout.val_kwargs"
-    return (f"{kwargs}.do_sample={temperature > 0}", f"{kwargs}.temperature={temperature}", f"{kwargs}.n={n}")
-
-
 @dataclass(frozen=True)
 class DemoTask:
     """What ``--task`` selects: the demo data's kinds, the warm start and the task's own run settings.
@@ -101,7 +97,7 @@ DEMO_TASKS: dict[str, DemoTask] = {
             f"data.max_response_length={COLOUR_TASK['max_response_length']}",
             f"data.val_max_samples={COLOUR_TASK['val_max_samples']}",
             f"actor_rollout_ref.rollout.temperature={COLOUR_TASK['rollout_temperature']}",
-            *_validation(COLOUR_TASK["val_temperature"], COLOUR_TASK["val_n"]),
+            *validation_overrides(COLOUR_TASK["val_temperature"], COLOUR_TASK["val_n"]),
         ),
     ),
     "reasoning": DemoTask(
@@ -112,7 +108,7 @@ DEMO_TASKS: dict[str, DemoTask] = {
             "data.max_prompt_length=256",
             "data.max_response_length=128",  # the reasoning kinds' expert solutions are 58-101 tiny-tokenizer tokens
             "data.val_max_samples=16",
-            *_validation(0.0, 1),
+            *validation_overrides(0.0, 1),
         ),
     ),
 }
