@@ -30,7 +30,8 @@ from pathlib import Path
 
 from calibrl_ext.cpu_backend.launcher import VerlRun, is_finite_number, read_metrics, run_verl
 from calibrl_ext.cpu_backend.overrides import ROLLOUTS, VLLM_ROLLOUT_NAME, CpuRunShape
-from recipe.calibrl.study.presets import COLOUR_TASK
+from calibrl_ext.warm_start import DEFAULT_STEPS as DEFAULT_WARM_START_STEPS
+from recipe.calibrl.study.presets import COLOUR_TASK, PRESETS
 from recipe.calibrl.study.runner import validation_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +92,7 @@ DEMO_TASKS: dict[str, DemoTask] = {
     "colour": DemoTask(
         kinds=COLOUR_TASK["data_kinds"],
         warm_start_steps=COLOUR_TASK["warm_start_steps"],
-        steps=16,
+        steps=PRESETS["quick"].steps,  # the budget whose rise docs/study.md measures
         overrides=(
             f"data.max_prompt_length={COLOUR_TASK['max_prompt_length']}",
             f"data.max_response_length={COLOUR_TASK['max_response_length']}",
@@ -102,7 +103,7 @@ DEMO_TASKS: dict[str, DemoTask] = {
     ),
     "reasoning": DemoTask(
         kinds=(),
-        warm_start_steps=200,
+        warm_start_steps=DEFAULT_WARM_START_STEPS,
         steps=3,
         overrides=(
             "data.max_prompt_length=256",
