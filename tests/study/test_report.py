@@ -16,7 +16,7 @@ from calibrl_ext.cpu_backend.launcher import read_metrics
 from recipe.calibrl.study.grid import build_arms, build_runs, manifest
 from recipe.calibrl.study.metrics import final_validation_keys, run_curves
 from recipe.calibrl.study.presets import PRESETS, apply_overrides
-from recipe.calibrl.study.report import FIGURE_FILE, collect, format_table, write_report
+from recipe.calibrl.study.report import FIGURE_FILE, build_figure, collect, format_table, write_report
 from recipe.calibrl.study.runner import METRICS_FILE, metrics_complete
 
 FIXTURE = Path(__file__).with_name("fixtures") / "calibrl_2steps_metrics.jsonl"
@@ -148,6 +148,32 @@ def test_execute_runs_starts_only_incomplete_runs(tmp_path, monkeypatch):
     assert any(f"run 2/2 {cut.name}: ok" in line and "ETA" in line for line in lines)
     record = json.loads((tmp_path / cut.name / runner.RUN_RECORD_FILE).read_text())
     assert record["status"] == "ok" and f"calibrl.mode={cut.setting.mode}" in record["overrides"]
+
+
+def test_figure_shows_final_accuracy_and_its_paired_difference_per_arm(study_folder):
+    """The bar rows show, per arm, the mean final validation accuracy and (third row) the mean paired difference with
+    the released CalibRL arm, with every seed as a dot."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PathCollection
+
+    out, data = study_folder
+    calibrl_s1 = next(n for n in data["runs"] if n.startswith("calibrl") and n.endswith("-s1"))
+    grpo_s0 = next(n for n in data["runs"] if n.startswith("grpo") and n.endswith("-s0"))
+    shutil.copy(out / "runs" / calibrl_s1 / METRICS_FILE, out / "runs" / grpo_s0 / METRICS_FILE)  # grpo s0 = +0.1
+    results = collect(out, data)
+    figure = build_figure(results)
+    try:
+        accuracy, paired = figure.axes[3], figure.axes[6]  # 3 columns (the curves); bar rows start at the second row
+        assert "final val acc" in accuracy.get_title() and "minus CalibRL" in paired.get_title()
+        arms = [a for a in results["arms"] if a["group"] == "mode"]
+        assert [a["label"] for a in arms] == ["calibrl", "grpo"]
+        heights = [bar.get_height() for bar in accuracy.patches]
+        assert heights == pytest.approx([a["final"]["final_val_acc"]["mean"] for a in arms])
+        assert [bar.get_height() for bar in paired.patches] == pytest.approx([0.0, SECOND_SEED_VAL_SHIFT])
+        dots = [len(c.get_offsets()) for c in paired.collections if isinstance(c, PathCollection)]
+        assert dots == [2, 1]  # calibrl: seeds 0 and 1; grpo: seed 0 only (its seed 1 is missing)
+    finally:
+        plt.close(figure)
 
 
 def test_paired_difference_subtracts_the_reference_run_of_the_same_seed():

@@ -5,8 +5,9 @@ Outputs under ``<out>``:
 - ``results.json``: the preset, every complete run's curves (step -> value) and, per arm, every curve's mean and
   spread per step and the final figures with their per-seed values;
 - ``study.png``: on-policy entropy, training reward and validation accuracy against step for each mode (mean line,
-  band from the lowest to the highest seed), and one bar chart per arm group (final validation accuracy, mean with
-  sample-std error bars and every seed as a dot);
+  band from the lowest to the highest seed), one bar chart per arm group (final validation accuracy, mean with
+  sample-std error bars and every seed as a dot) and, below it, the same arms' paired difference with the released
+  CalibRL arm (final validation accuracy minus its, seed by seed);
 - ``table.md``: the final figures per arm, mean ± sample std over seeds, and each arm's final validation accuracy
   minus the released CalibRL arm's on the same seed (paired: with the same seed both runs sample the same validation
   responses before training, calibrl_ext/cpu_backend/hf_server.py ``RequestSeeds``, so the pairing removes most of
@@ -44,7 +45,7 @@ GROUP_TITLES = {
     "alpha": "alpha",
     "lam": "lambda",
     "experts": "experts per prompt",
-    "switch": "switch (docs/adaptive.md)",
+    "switch": "switch",
 }
 FIGURE_DPI = 110
 
@@ -164,8 +165,14 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, Any], path: Path) -> Path:
-    """Write the study figure (module docstring) to ``path``."""
+def build_figure(results: dict[str, Any]):
+    """The study figure (module docstring) as a matplotlib Figure, not yet written (callers close it).
+
+    Rows: the curves of the mode arms (or of the first group); per arm group, the final validation accuracy (mean,
+    sample-std error bars, a dot per seed); and, when the study has the released CalibRL arm, per arm group each
+    arm's final validation accuracy minus that arm's on the same seed (paired difference, a dot per seed): the row
+    that shows differences of a few samples which the accuracy bars, on a 0-1 axis, cannot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never a display
@@ -173,8 +180,10 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
     groups = [g for g in ARM_GROUPS if any(a["group"] == g for a in results["arms"])]
     curve_group = "mode" if "mode" in groups else groups[0]
+    paired_row = results.get("reference_run_stem") is not None
+    rows = 3 if paired_row else 2
     columns = max(len(CURVES), len(groups))
-    figure, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 7.0), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.5 * rows), squeeze=False)
     for column, curve in enumerate(CURVES):
         ax = axes[0][column]
         for arm in (a for a in results["arms"] if a["group"] == curve_group):
@@ -193,24 +202,43 @@ def plot(results: dict[str, Any], path: Path) -> Path:
             ax.legend(fontsize=7, title=GROUP_TITLES[curve_group], title_fontsize=7)
     for column in range(len(CURVES), columns):
         axes[0][column].axis("off")
-    for column in range(columns):
-        ax = axes[1][column]
-        if column >= len(groups):
-            ax.axis("off")
-            continue
-        arms = [a for a in results["arms"] if a["group"] == groups[column]]
-        stats = [a["final"]["final_val_acc"] for a in arms]
-        positions = list(range(len(arms)))
-        ax.bar(positions, [s["mean"] if s["mean"] is not None else 0.0 for s in stats],
-               yerr=[s["std"] if s["std"] is not None else 0.0 for s in stats], capsize=4, alpha=0.7)  # fmt: skip
-        for position, s in zip(positions, stats):
-            ax.scatter([position] * len(s["values"]), s["values"], color="black", s=8, zorder=3)
-        ax.set_xticks(positions, [a["label"] for a in arms], fontsize=8, rotation=20)
-        ax.set_title(f"final val acc by {GROUP_TITLES[groups[column]]} (mean ± std, dots: seeds)", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
+    bar_rows = [(1, lambda arm: arm["final"]["final_val_acc"], "final val acc")]
+    if paired_row:
+        bar_rows.append((2, lambda arm: arm["paired_vs_reference"], "final val acc minus CalibRL's, same seed"))
+    for row, arm_stats, title in bar_rows:
+        for column in range(columns):
+            ax = axes[row][column]
+            if column >= len(groups):
+                ax.axis("off")
+                continue
+            arms = [a for a in results["arms"] if a["group"] == groups[column]]
+            _bars(ax, [a["label"] for a in arms], [arm_stats(a) for a in arms])
+            if row == 2:
+                ax.axhline(0.0, color="black", linewidth=0.8)
+            ax.set_title(f"{title}: {GROUP_TITLES[groups[column]]}\n(mean ± std, dots: seeds)", fontsize=9)
     preset = results["preset"]
     figure.suptitle(f"{budget_line(preset)} (bands: min-max over seeds)", fontsize=10)
     figure.tight_layout()
+    return figure
+
+
+def _bars(ax, labels: list[str], stats: list[dict[str, Any]]) -> None:
+    """One bar per arm (mean, sample-std error bar) with every seed's value as a dot; an arm without values stays
+    empty."""
+    positions = list(range(len(labels)))
+    ax.bar(positions, [s["mean"] if s["mean"] is not None else 0.0 for s in stats],
+           yerr=[s["std"] if s["std"] is not None else 0.0 for s in stats], capsize=4, alpha=0.7)  # fmt: skip
+    for position, s in zip(positions, stats):
+        ax.scatter([position] * len(s["values"]), s["values"], color="black", s=8, zorder=3)
+    ax.set_xticks(positions, labels, fontsize=8, rotation=20)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Write the study figure (:func:`build_figure`) to ``path``."""
+    import matplotlib.pyplot as plt
+
+    figure = build_figure(results)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=FIGURE_DPI)
     plt.close(figure)
