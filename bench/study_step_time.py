@@ -9,6 +9,11 @@ wall times and the span from the first run's start to the last run's end (``run.
 nothing is asserted (timings depend on the host and its load)::
 
     python bench/study_step_time.py --out outputs/study [--mode calibrl --baseline grpo]
+
+With ``--baseline-out`` the baseline's runs come from another study folder, paired by seed: e.g. GRPO at
+``rollout_n = n + 1`` (``--set modes=grpo --set rollout_n=5``) against CalibRL's n rollouts + 1 expert row, the
+comparison at equal rows per group. Those runs did not alternate with the numerator's, so host drift between the
+two studies enters the ratio.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from calibrl_ext.cpu_backend.launcher import read_metrics  # noqa: E402
+from recipe.calibrl.settings import EXPERT_MODES  # noqa: E402
 from recipe.calibrl.study.metrics import run_curves  # noqa: E402
 from recipe.calibrl.study.runner import METRICS_FILE, RUN_RECORD_FILE  # noqa: E402
 
@@ -58,55 +64,72 @@ def phase_medians(metrics_files: list[Path]) -> dict[str, float]:
     return {key: statistics.median(v) for key, v in values.items()}
 
 
+def mode_runs(out: Path, mode: str) -> tuple[dict[int, Path], dict]:
+    """``{seed: metrics.jsonl}`` of the existing runs of mode arm ``mode`` in the study folder ``out``, and the
+    folder's preset; raises LookupError naming the folder's mode arms when it has no such arm."""
+    manifest = json.loads((out / "study.json").read_text())
+    mode_arms = {a["label"]: a["run_stem"] for a in manifest["arms"] if a["group"] == "mode"}
+    if mode not in mode_arms:
+        raise LookupError(f"{out} has no mode arm {mode!r}; its mode arms: {sorted(mode_arms)}")
+    files = {seed: out / "runs" / f"{mode_arms[mode]}-s{seed}" / METRICS_FILE for seed in manifest["preset"]["seeds"]}
+    return {seed: path for seed, path in files.items() if path.exists()}, manifest["preset"]
+
+
+def rows_per_group(mode: str, preset: dict) -> str:
+    """``n`` rollouts, plus the expert row of the modes whose groups get one (``settings.EXPERT_MODES``)."""
+    return f"{preset['rollout_n']} rollouts" + (" + 1 expert row" if mode in EXPERT_MODES else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="a study folder (study.json, runs/)")
     parser.add_argument("--mode", default="calibrl", help="mode whose step time is the numerator")
     parser.add_argument("--baseline", default="grpo", help="mode whose step time is the denominator")
+    parser.add_argument("--baseline-out", default=None,
+                        help="study folder of the baseline's runs (default --out), e.g. a grpo study at another "
+                             "rollout_n; its runs are paired with --out's by seed")  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
-    manifest = json.loads((out / "study.json").read_text())
-    mode_arms = {a["label"]: a["run_stem"] for a in manifest["arms"] if a["group"] == "mode"}
-    missing = [m for m in (args.mode, args.baseline) if m not in mode_arms]
-    if missing:
-        print(f"study_step_time: {out} has no mode arm {missing}; its mode arms: {sorted(mode_arms)}", file=sys.stderr)
+    baseline_out = Path(args.baseline_out) if args.baseline_out else out
+    try:
+        (mine, preset), (theirs, baseline_preset) = mode_runs(out, args.mode), mode_runs(baseline_out, args.baseline)
+    except LookupError as error:
+        print(f"study_step_time: {error}", file=sys.stderr)
         return 2
+    print(f"{args.mode}: {rows_per_group(args.mode, preset)} a group ({out}); "
+          f"{args.baseline}: {rows_per_group(args.baseline, baseline_preset)} a group ({baseline_out})")
     ratios = []
     print(f"{'seed':>4}  {args.mode + ' s/step':>16}  {args.baseline + ' s/step':>16}  ratio")
-    for seed in manifest["preset"]["seeds"]:
-        times = {m: median_step_time(out / "runs" / f"{mode_arms[m]}-s{seed}" / METRICS_FILE)
-                 if (out / "runs" / f"{mode_arms[m]}-s{seed}" / METRICS_FILE).exists() else None
-                 for m in (args.mode, args.baseline)}  # fmt: skip
-        if None in times.values():
+    for seed in preset["seeds"]:
+        times = (median_step_time(mine[seed]) if seed in mine else None,
+                 median_step_time(theirs[seed]) if seed in theirs else None)  # fmt: skip
+        if None in times:
             print(f"{seed:>4}  (a run of this seed is missing or has no step after warm-up)")
             continue
-        ratio = times[args.mode] / times[args.baseline]
+        ratio = times[0] / times[1]
         ratios.append(ratio)
-        print(f"{seed:>4}  {times[args.mode]:>16.2f}  {times[args.baseline]:>16.2f}  {ratio:.3f}")
+        print(f"{seed:>4}  {times[0]:>16.2f}  {times[1]:>16.2f}  {ratio:.3f}")
     if ratios:
         spread = f" ± {statistics.stdev(ratios):.3f} (sample std)" if len(ratios) > 1 else ""
         print(f"step time {args.mode} / {args.baseline}: {statistics.fmean(ratios):.3f}{spread} over "
               f"{len(ratios)} seed(s); target <= 1.05")  # fmt: skip
-    files = {m: [f for seed in manifest["preset"]["seeds"]
-                 if (f := out / "runs" / f"{mode_arms[m]}-s{seed}" / METRICS_FILE).exists()]
-             for m in (args.mode, args.baseline)}  # fmt: skip
-    if all(files.values()):
-        phases = {m: phase_medians(f) for m, f in files.items()}
+    if mine and theirs:
+        phases = {args.mode: phase_medians(list(mine.values())), args.baseline: phase_medians(list(theirs.values()))}
         keys = sorted(k for k in set(phases[args.mode]) | set(phases[args.baseline])
                       if max(phases[args.mode].get(k, 0.0), phases[args.baseline].get(k, 0.0)) >= PHASE_MIN_S)  # fmt: skip
         print("\nwhere the time goes (median s over steps after warm-up, all seeds):")
         print(f"{'phase':<28}  {args.mode:>10}  {args.baseline:>10}  {'difference':>10}")
         for key in keys:
-            mine, theirs = phases[args.mode].get(key), phases[args.baseline].get(key)
-            difference = f"{mine - theirs:+10.3f}" if mine is not None and theirs is not None else f"{'-':>10}"
-            print(f"{key:<28}  {mine if mine is not None else float('nan'):>10.3f}  "
-                  f"{theirs if theirs is not None else float('nan'):>10.3f}  {difference}")  # fmt: skip
+            a, b = phases[args.mode].get(key), phases[args.baseline].get(key)
+            difference = f"{a - b:+10.3f}" if a is not None and b is not None else f"{'-':>10}"
+            print(f"{key:<28}  {a if a is not None else float('nan'):>10.3f}  "
+                  f"{b if b is not None else float('nan'):>10.3f}  {difference}")  # fmt: skip
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"*/{RUN_RECORD_FILE}"))]
     if records:
         total = sum(r["wall_s"] for r in records)
         span = max(r["started_unix"] + r["wall_s"] for r in records) - min(r["started_unix"] for r in records)
-        print(f"study wall time: {len(records)} runs, {total / 60:.1f} min of runs, {span / 60:.1f} min first start "
-              f"to last end (includes any pause between resumed invocations)")  # fmt: skip
+        print(f"study wall time ({out}): {len(records)} runs, {total / 60:.1f} min of runs, {span / 60:.1f} min first "
+              f"start to last end (includes any pause between resumed invocations)")  # fmt: skip
     return 0
 
 
