@@ -100,6 +100,8 @@ def test_arm_statistics_over_seeds(study_folder):
     assert grpo["final"]["final_val_acc"]["std"] is None  # one seed: no spread claimed
     assert [n for n in results["missing_runs"]] == [n for n in data["runs"] if n.startswith("grpo") and "-s1" in n]
     assert calibrl["curves"]["val_acc"][0]["n"] == 2
+    entropy = run_curves(read_metrics(FIXTURE))["entropy"]
+    assert calibrl["final"]["late_entropy"]["mean"] == pytest.approx(entropy[STEPS])  # steps after STEPS // 2 = 1
 
 
 def test_report_writes_png_table_and_json(study_folder):
@@ -189,6 +191,9 @@ def test_paired_difference_subtracts_the_reference_run_of_the_same_seed():
     paired = paired_difference(runs, "grpo", "ref", [0, 1, 2, 3])
     assert paired["n"] == 2 and paired["values"] == pytest.approx([0.05, -0.1])
     assert paired_difference(runs, "grpo", None, [0, 1])["n"] == 0
+    runs["grpo-s0"]["final"]["late_entropy"], runs["ref-s0"]["final"]["late_entropy"] = 0.7, 0.9
+    late = paired_difference(runs, "grpo", "ref", [0, 1, 2], key="late_entropy")
+    assert late["values"] == pytest.approx([-0.2])  # seed 1 has no entropy figure on either side: left out
     arms = [{"group": "activation", "label": "tanh", "run_stem": "t"}, {"group": "activation", "label": "leaky_relu",
             "run_stem": "lr"}]  # fmt: skip
     assert reference_stem(arms) == "lr"

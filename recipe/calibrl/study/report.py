@@ -9,9 +9,10 @@ Outputs under ``<out>``:
   sample-std error bars and every seed as a dot) and, below it, the same arms' paired difference with the released
   CalibRL arm (final validation accuracy minus its, seed by seed);
 - ``table.md``: the final figures per arm, mean ± sample std over seeds, and each arm's final validation accuracy
-  minus the released CalibRL arm's on the same seed (paired: with the same seed both runs sample the same validation
-  responses before training, calibrl_ext/cpu_backend/hf_server.py ``RequestSeeds``, so the pairing removes most of
-  the sampling noise that separate seeds carry).
+  and its mean on-policy entropy over the second half of training minus the released CalibRL arm's on the same
+  seed (paired: with the same seed both runs sample the same validation responses before training,
+  calibrl_ext/cpu_backend/hf_server.py ``RequestSeeds``, so the pairing removes most of the sampling noise that
+  separate seeds carry).
 
 ``python -m recipe.calibrl.study --report-only --out DIR`` rebuilds them from the run folders without running.
 """
@@ -37,6 +38,7 @@ FINAL_COLUMNS = (
     ("val_acc_gain", "gain"),
     ("final_reward", "final reward"),
     ("final_entropy", "final entropy"),
+    ("late_entropy", "entropy, 2nd half"),
     ("mean_step_time_s", "step s"),
 )
 GROUP_TITLES = {
@@ -52,19 +54,23 @@ FIGURE_DPI = 110
 
 def final_figures(curves: dict[str, dict[int, float]], steps: int) -> dict[str, float | None]:
     """One run's final figures. ``pre_rl_val_acc`` is the validation before the first training step (needs
-    ``val_before_train``), ``final_val_acc`` the one at step ``steps``; the gain is their difference."""
+    ``val_before_train``), ``final_val_acc`` the one at step ``steps``; the gain is their difference.
+    ``late_entropy`` is the mean on-policy entropy over the training steps after ``steps // 2``: the entropy claim
+    is about where entropy goes, and one step's batch mean (``final_entropy``) moves by tenths from step to step."""
     training_steps = sorted(curves["reward"]) or sorted(curves["entropy"])
     first_training = training_steps[0] if training_steps else None
     pre = [s for s in curves["val_acc"] if first_training is None or s < first_training]
     pre_rl = curves["val_acc"][min(pre)] if pre else None
     final = curves["val_acc"].get(steps)
     times = list(curves["step_time"].values())
+    late = [value for step, value in curves["entropy"].items() if step > steps // 2]
     return {
         "pre_rl_val_acc": pre_rl,
         "final_val_acc": final,
         "val_acc_gain": final - pre_rl if final is not None and pre_rl is not None else None,
         "final_reward": curves["reward"].get(steps),
         "final_entropy": curves["entropy"].get(steps),
+        "late_entropy": sum(late) / len(late) if late else None,
         "mean_step_time_s": sum(times) / len(times) if times else None,
     }
 
@@ -99,6 +105,8 @@ def collect(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     reference = reference_stem(manifest["arms"])
     for arm in arms:
         arm["paired_vs_reference"] = paired_difference(runs, arm["run_stem"], reference, seeds)
+        arm["paired_late_entropy_vs_reference"] = paired_difference(runs, arm["run_stem"], reference, seeds,
+                                                                    key="late_entropy")  # fmt: skip
     return {"preset": preset, "missing_runs": missing, "runs": runs, "arms": arms, "reference_run_stem": reference}
 
 
@@ -112,15 +120,17 @@ def reference_stem(arms: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def paired_difference(runs: dict[str, Any], stem: str, reference: str | None, seeds: list[int]) -> dict[str, Any]:
-    """Final validation accuracy of ``stem`` minus the reference's, per seed both completed (mean_and_spread)."""
+def paired_difference(runs: dict[str, Any], stem: str, reference: str | None, seeds: list[int],
+                      key: str = "final_val_acc") -> dict[str, Any]:
+    """Final figure ``key`` (default the final validation accuracy) of ``stem`` minus the reference's, per seed both
+    completed (mean_and_spread)."""
     if reference is None:
         return mean_and_spread([])
     differences = []
     for seed in seeds:
         mine, theirs = runs.get(f"{stem}-s{seed}"), runs.get(f"{reference}-s{seed}")
-        if mine and theirs and mine["final"]["final_val_acc"] is not None and theirs["final"]["final_val_acc"] is not None:
-            differences.append(mine["final"]["final_val_acc"] - theirs["final"]["final_val_acc"])
+        if mine and theirs and mine["final"].get(key) is not None and theirs["final"].get(key) is not None:
+            differences.append(mine["final"][key] - theirs["final"][key])
     return mean_and_spread(differences)
 
 
@@ -135,7 +145,16 @@ def _cell(stats: dict[str, Any]) -> str:
     if stats["mean"] is None:
         return "-"
     spread = f" ± {stats['std']:.3f}" if stats["std"] is not None else ""
-    return f"{stats['mean']:.3f}{spread}"
+    mean = stats["mean"] if round(stats["mean"], 3) != 0 else 0.0  # no "-0.000"
+    return f"{mean:.3f}{spread}"
+
+
+#: Paired columns of the table: (arm key, title); each is an arm's final figure minus the released CalibRL arm's
+#: on the same seed (:func:`paired_difference`).
+PAIRED_COLUMNS = (
+    ("paired_vs_reference", "val acc vs calibrl (paired)"),
+    ("paired_late_entropy_vs_reference", "entropy 2nd half vs calibrl (paired)"),
+)
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -144,8 +163,9 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [
         f"# Study: {budget_line(preset)}",
         "",
-        "Cells: mean ± sample std over seeds (n = seeds done). Last column: final validation accuracy minus the "
-        "released CalibRL arm's on the same seed (paired; `ref` = that arm).",
+        "Cells: mean ± sample std over seeds (n = seeds done). \"entropy, 2nd half\": mean on-policy entropy over the "
+        "second half of the training steps. Last columns: the arm's final validation accuracy and its entropy over "
+        "the second half minus the released CalibRL arm's on the same seed (paired; `ref` = that arm).",
     ]
     if results["missing_runs"]:
         lines += ["", f"Incomplete or missing runs (not counted): {', '.join(results['missing_runs'])}"]
@@ -153,14 +173,14 @@ def format_table(results: dict[str, Any]) -> str:
         arms = [a for a in results["arms"] if a["group"] == group]
         if not arms:
             continue
-        header = [GROUP_TITLES[group], "n", *(title for _, title in FINAL_COLUMNS), "vs calibrl (paired)"]
+        header = [GROUP_TITLES[group], "n", *(title for _, title in FINAL_COLUMNS), *(t for _, t in PAIRED_COLUMNS)]
         lines += ["", f"## {GROUP_TITLES[group]}", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]  # fmt: skip
         for arm in arms:
-            paired = "ref" if arm["run_stem"] == results.get("reference_run_stem") else _cell(
-                arm.get("paired_vs_reference") or mean_and_spread([]))
+            is_reference = arm["run_stem"] == results.get("reference_run_stem")
+            paired = ["ref" if is_reference else _cell(arm.get(key) or mean_and_spread([])) for key, _ in PAIRED_COLUMNS]
             cells = [arm["label"], str(arm["seeds_done"]), *(_cell(arm["final"][key]) for key, _ in FINAL_COLUMNS),
-                     paired]  # fmt: skip
+                     *paired]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
