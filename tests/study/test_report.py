@@ -154,7 +154,7 @@ def test_execute_runs_starts_only_incomplete_runs(tmp_path, monkeypatch):
 
 def test_figure_shows_final_accuracy_and_its_paired_difference_per_arm(study_folder):
     """The bar rows show, per arm, the mean final validation accuracy and (third row) the mean paired difference with
-    the released CalibRL arm, with every seed as a dot."""
+    the released CalibRL arm, with every seed as a dot; the top row's paired panels show that difference per step."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import PathCollection
 
@@ -165,7 +165,7 @@ def test_figure_shows_final_accuracy_and_its_paired_difference_per_arm(study_fol
     results = collect(out, data)
     figure = build_figure(results)
     try:
-        accuracy, paired = figure.axes[3], figure.axes[6]  # 3 columns (the curves); bar rows start at the second row
+        accuracy, paired = figure.axes[5], figure.axes[10]  # 5 columns (3 curves, 2 paired curves) a row
         assert "final val acc" in accuracy.get_title() and "minus CalibRL" in paired.get_title()
         arms = [a for a in results["arms"] if a["group"] == "mode"]
         assert [a["label"] for a in arms] == ["calibrl", "grpo"]
@@ -174,6 +174,13 @@ def test_figure_shows_final_accuracy_and_its_paired_difference_per_arm(study_fol
         assert [bar.get_height() for bar in paired.patches] == pytest.approx([0.0, SECOND_SEED_VAL_SHIFT])
         dots = [len(c.get_offsets()) for c in paired.collections if isinstance(c, PathCollection)]
         assert dots == [2, 1]  # calibrl: seeds 0 and 1; grpo: seed 0 only (its seed 1 is missing)
+        grpo = arms[1]["paired_curves"]
+        assert {step: v["mean"] for step, v in grpo["val_acc"].items()} == pytest.approx(
+            {0: SECOND_SEED_VAL_SHIFT, 1: SECOND_SEED_VAL_SHIFT, 2: SECOND_SEED_VAL_SHIFT})
+        assert all(v["mean"] == 0.0 and v["n"] == 1 for v in grpo["entropy"].values())  # entropy not shifted
+        val_panel = figure.axes[4]  # top row: 3 curves, then the paired entropy and validation-accuracy panels
+        assert "minus CalibRL" in val_panel.get_title()
+        assert list(val_panel.get_lines()[1].get_ydata()) == pytest.approx([SECOND_SEED_VAL_SHIFT] * 3)
     finally:
         plt.close(figure)
 

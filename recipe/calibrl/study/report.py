@@ -5,7 +5,8 @@ Outputs under ``<out>``:
 - ``results.json``: the preset, every complete run's curves (step -> value) and, per arm, every curve's mean and
   spread per step and the final figures with their per-seed values;
 - ``study.png``: on-policy entropy, training reward and validation accuracy against step for each mode (mean line,
-  band from the lowest to the highest seed), one bar chart per arm group (final validation accuracy, mean with
+  band from the lowest to the highest seed up to 3 modes), each mode's entropy and validation accuracy minus
+  released CalibRL's on the same seed per step, one bar chart per arm group (final validation accuracy, mean with
   sample-std error bars and every seed as a dot) and, below it, the same arms' paired difference with the released
   CalibRL arm (final validation accuracy minus its, seed by seed);
 - ``table.md``: the final figures per arm, mean ± sample std over seeds, and each arm's final validation accuracy
@@ -50,6 +51,8 @@ GROUP_TITLES = {
     "switch": "switch",
 }
 FIGURE_DPI = 110
+#: The curve panels draw each arm's min-max band over seeds up to this many arms; more bands hide each other.
+MAX_ARMS_WITH_BANDS = 3
 
 
 def final_figures(curves: dict[str, dict[int, float]], steps: int) -> dict[str, float | None]:
@@ -107,6 +110,8 @@ def collect(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         arm["paired_vs_reference"] = paired_difference(runs, arm["run_stem"], reference, seeds)
         arm["paired_late_entropy_vs_reference"] = paired_difference(runs, arm["run_stem"], reference, seeds,
                                                                     key="late_entropy")  # fmt: skip
+        arm["paired_curves"] = {curve: paired_curve(runs, arm["run_stem"], reference, seeds, curve)
+                                for curve in PAIRED_CURVES}  # fmt: skip
     return {"preset": preset, "missing_runs": missing, "runs": runs, "arms": arms, "reference_run_stem": reference}
 
 
@@ -132,6 +137,28 @@ def paired_difference(runs: dict[str, Any], stem: str, reference: str | None, se
         if mine and theirs and mine["final"].get(key) is not None and theirs["final"].get(key) is not None:
             differences.append(mine["final"][key] - theirs["final"][key])
     return mean_and_spread(differences)
+
+
+#: Curves whose per-step paired difference from the released CalibRL arm the figure shows (top row, right).
+PAIRED_CURVES = ("entropy", "val_acc")
+PAIRED_CURVE_TITLES = {"entropy": "on-policy entropy", "val_acc": "validation accuracy"}
+
+
+def paired_curve(runs: dict[str, Any], stem: str, reference: str | None, seeds: list[int],
+                 curve: str) -> dict[int, dict[str, Any]]:
+    """Per step, ``curve`` of ``stem`` minus the reference's on the same seed, over the seeds where both logged that
+    step (mean_and_spread per step); empty without a reference."""
+    if reference is None:
+        return {}
+    by_step: dict[int, list[float]] = {}
+    for seed in seeds:
+        mine, theirs = runs.get(f"{stem}-s{seed}"), runs.get(f"{reference}-s{seed}")
+        if not (mine and theirs):
+            continue
+        for step, value in mine["curves"][curve].items():
+            if step in theirs["curves"][curve]:
+                by_step.setdefault(int(step), []).append(value - theirs["curves"][curve][step])
+    return {step: mean_and_spread(values) for step, values in sorted(by_step.items())}
 
 
 def budget_line(preset: dict[str, Any]) -> str:
@@ -178,7 +205,8 @@ def format_table(results: dict[str, Any]) -> str:
                   "|" + "---|" * len(header)]  # fmt: skip
         for arm in arms:
             is_reference = arm["run_stem"] == results.get("reference_run_stem")
-            paired = ["ref" if is_reference else _cell(arm.get(key) or mean_and_spread([])) for key, _ in PAIRED_COLUMNS]
+            paired = ["ref" if is_reference else _cell(arm.get(key) or mean_and_spread([]))
+                      for key, _ in PAIRED_COLUMNS]  # fmt: skip
             cells = [arm["label"], str(arm["seeds_done"]), *(_cell(arm["final"][key]) for key, _ in FINAL_COLUMNS),
                      *paired]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
@@ -188,10 +216,11 @@ def format_table(results: dict[str, Any]) -> str:
 def build_figure(results: dict[str, Any]):
     """The study figure (module docstring) as a matplotlib Figure, not yet written (callers close it).
 
-    Rows: the curves of the mode arms (or of the first group); per arm group, the final validation accuracy (mean,
-    sample-std error bars, a dot per seed); and, when the study has the released CalibRL arm, per arm group each
-    arm's final validation accuracy minus that arm's on the same seed (paired difference, a dot per seed): the row
-    that shows differences of a few samples which the accuracy bars, on a 0-1 axis, cannot.
+    Rows: (1) the curves of the mode arms (or of the first group; min-max bands up to MAX_ARMS_WITH_BANDS arms) and,
+    when the study has the released CalibRL arm, each arm's entropy and validation accuracy minus CalibRL's on the
+    same seed per step (mean over seeds); (2) per arm group, the final validation accuracy (mean, sample-std error
+    bars, a dot per seed); (3) with that reference, per arm group each arm's final validation accuracy minus
+    CalibRL's on the same seed (a dot per seed): differences of a few samples, which the 0-1 bars of (2) cannot show.
     """
     import matplotlib
 
@@ -202,25 +231,34 @@ def build_figure(results: dict[str, Any]):
     curve_group = "mode" if "mode" in groups else groups[0]
     paired_row = results.get("reference_run_stem") is not None
     rows = 3 if paired_row else 2
-    columns = max(len(CURVES), len(groups))
+    curve_arms = [a for a in results["arms"] if a["group"] == curve_group]
+    bands = len(curve_arms) <= MAX_ARMS_WITH_BANDS
+    top_panels = [(curve, "curves", CURVE_TITLES[curve]) for curve in CURVES]
+    if paired_row:
+        top_panels += [(curve, "paired_curves", f"{PAIRED_CURVE_TITLES[curve]} minus CalibRL's, same seed (mean)")
+                       for curve in PAIRED_CURVES]  # fmt: skip
+    columns = max(len(top_panels), len(groups))
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.5 * rows), squeeze=False)
-    for column, curve in enumerate(CURVES):
+    for column, (curve, source, title) in enumerate(top_panels):
         ax = axes[0][column]
-        for arm in (a for a in results["arms"] if a["group"] == curve_group):
-            points = arm["curves"][curve]
+        for arm in curve_arms:
+            points = arm.get(source, {}).get(curve) or {}
             if not points:
                 continue
             steps = sorted(points)
             means = [points[s]["mean"] for s in steps]
             line = ax.plot(steps, means, marker="o", markersize=3, label=f"{arm['label']} (n={arm['seeds_done']})")
-            ax.fill_between(steps, [points[s]["min"] for s in steps], [points[s]["max"] for s in steps],
-                            color=line[0].get_color(), alpha=0.2)  # fmt: skip
-        ax.set_title(CURVE_TITLES[curve], fontsize=9)
+            if bands and source == "curves":
+                ax.fill_between(steps, [points[s]["min"] for s in steps], [points[s]["max"] for s in steps],
+                                color=line[0].get_color(), alpha=0.2)  # fmt: skip
+        if source == "paired_curves":
+            ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if column == 0:
             ax.legend(fontsize=7, title=GROUP_TITLES[curve_group], title_fontsize=7)
-    for column in range(len(CURVES), columns):
+    for column in range(len(top_panels), columns):
         axes[0][column].axis("off")
     bar_rows = [(1, lambda arm: arm["final"]["final_val_acc"], "final val acc")]
     if paired_row:
@@ -237,7 +275,8 @@ def build_figure(results: dict[str, Any]):
                 ax.axhline(0.0, color="black", linewidth=0.8)
             ax.set_title(f"{title}: {GROUP_TITLES[groups[column]]}\n(mean ± std, dots: seeds)", fontsize=9)
     preset = results["preset"]
-    figure.suptitle(f"{budget_line(preset)} (bands: min-max over seeds)", fontsize=10)
+    band_note = "bands: min-max over seeds" if bands else f"no bands above {MAX_ARMS_WITH_BANDS} arms"
+    figure.suptitle(f"{budget_line(preset)} ({band_note})", fontsize=10)
     figure.tight_layout()
     return figure
 
