@@ -13,7 +13,8 @@ nothing is asserted (timings depend on the host and its load)::
 With ``--baseline-out`` the baseline's runs come from another study folder, paired by seed: e.g. GRPO at
 ``rollout_n = n + 1`` (``--set modes=grpo --set rollout_n=5``) against CalibRL's n rollouts + 1 expert row, the
 comparison at equal rows per group. Those runs did not alternate with the numerator's, so host drift between the
-two studies enters the ratio.
+two studies enters the ratio; ``--mode lam=0.05`` (any arm of the numerator's cost, e.g. one run in the same
+session as the baseline) picks another arm than the mode arm.
 """
 
 from __future__ import annotations
@@ -64,15 +65,21 @@ def phase_medians(metrics_files: list[Path]) -> dict[str, float]:
     return {key: statistics.median(v) for key, v in values.items()}
 
 
-def mode_runs(out: Path, mode: str) -> tuple[dict[int, Path], dict]:
-    """``{seed: metrics.jsonl}`` of the existing runs of mode arm ``mode`` in the study folder ``out``, and the
-    folder's preset; raises LookupError naming the folder's mode arms when it has no such arm."""
+def arm_runs(out: Path, arm: str) -> tuple[dict[int, Path], dict, str]:
+    """``{seed: metrics.jsonl}`` of the existing runs of ``arm`` in the study folder ``out``, the folder's preset and
+    the arm's ``calibrl.mode``. ``arm`` is a mode label (``grpo``) or ``GROUP=LABEL`` (``lam=0.05``, ``alpha=1``:
+    an arm of the same cost as its mode, run at another time). Raises LookupError naming the folder's arms when it
+    has no such arm."""
     manifest = json.loads((out / "study.json").read_text())
-    mode_arms = {a["label"]: a["run_stem"] for a in manifest["arms"] if a["group"] == "mode"}
-    if mode not in mode_arms:
-        raise LookupError(f"{out} has no mode arm {mode!r}; its mode arms: {sorted(mode_arms)}")
-    files = {seed: out / "runs" / f"{mode_arms[mode]}-s{seed}" / METRICS_FILE for seed in manifest["preset"]["seeds"]}
-    return {seed: path for seed, path in files.items() if path.exists()}, manifest["preset"]
+    group, label = arm.split("=", 1) if "=" in arm else ("mode", arm)
+    found = [a for a in manifest["arms"] if a["group"] == group and a["label"] == label]
+    if not found:
+        known = sorted(a["label"] if a["group"] == "mode" else f"{a['group']}={a['label']}" for a in manifest["arms"])
+        raise LookupError(f"{out} has no arm {arm!r}; its arms: {known}")
+    stem = found[0]["run_stem"]
+    files = {seed: out / "runs" / f"{stem}-s{seed}" / METRICS_FILE for seed in manifest["preset"]["seeds"]}
+    mode = found[0].get("setting", {}).get("mode", label if group == "mode" else "calibrl")
+    return {seed: path for seed, path in files.items() if path.exists()}, manifest["preset"], mode
 
 
 def rows_per_group(mode: str, preset: dict) -> str:
@@ -83,8 +90,9 @@ def rows_per_group(mode: str, preset: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="a study folder (study.json, runs/)")
-    parser.add_argument("--mode", default="calibrl", help="mode whose step time is the numerator")
-    parser.add_argument("--baseline", default="grpo", help="mode whose step time is the denominator")
+    parser.add_argument("--mode", default="calibrl",
+                        help="arm whose step time is the numerator: a mode, or GROUP=LABEL such as lam=0.05")
+    parser.add_argument("--baseline", default="grpo", help="arm whose step time is the denominator (same forms)")
     parser.add_argument("--baseline-out", default=None,
                         help="study folder of the baseline's runs (default --out), e.g. a grpo study at another "
                              "rollout_n; its runs are paired with --out's by seed")  # fmt: skip
@@ -92,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     baseline_out = Path(args.baseline_out) if args.baseline_out else out
     try:
-        (mine, preset), (theirs, baseline_preset) = mode_runs(out, args.mode), mode_runs(baseline_out, args.baseline)
+        mine, preset, mode = arm_runs(out, args.mode)
+        theirs, baseline_preset, baseline_mode = arm_runs(baseline_out, args.baseline)
     except LookupError as error:
         print(f"study_step_time: {error}", file=sys.stderr)
         return 2
-    print(f"{args.mode}: {rows_per_group(args.mode, preset)} a group ({out}); "
-          f"{args.baseline}: {rows_per_group(args.baseline, baseline_preset)} a group ({baseline_out})")
+    print(f"{args.mode}: {rows_per_group(mode, preset)} a group ({out}); "
+          f"{args.baseline}: {rows_per_group(baseline_mode, baseline_preset)} a group ({baseline_out})")
     ratios = []
     print(f"{'seed':>4}  {args.mode + ' s/step':>16}  {args.baseline + ' s/step':>16}  ratio")
     for seed in preset["seeds"]:

@@ -21,10 +21,10 @@ def _bench():
     return module
 
 
-def _study(folder: Path, modes: str, rollout_n: int) -> Path:
+def _study(folder: Path, modes: str, rollout_n: int, extra: list[str] = ()) -> Path:
     """A study folder of the given modes x seeds 0, 1 whose every run is the recorded 2-step run."""
     preset = apply_overrides(PRESETS["quick"], [f"modes={modes}", "activations=", "seeds=0,1", "steps=2",
-                                                f"rollout_n={rollout_n}"])  # fmt: skip
+                                                f"rollout_n={rollout_n}", *extra])  # fmt: skip
     arms = build_arms(preset)
     data = manifest(preset, arms, build_runs(preset, arms))
     folder.mkdir(parents=True)
@@ -54,7 +54,16 @@ def test_missing_mode_arm_is_named(tmp_path, capsys):
     bench = _bench()
     grpo5 = _study(tmp_path / "grpo5", "grpo", 5)
     assert bench.main(["--out", str(grpo5)]) == 2
-    assert "has no mode arm 'calibrl'; its mode arms: ['grpo']" in capsys.readouterr().err
+    assert "has no arm 'calibrl'; its arms: ['grpo']" in capsys.readouterr().err
+
+
+def test_an_arm_of_another_group_is_named_group_equals_label(tmp_path, capsys):
+    """``--mode lam=0.05`` reads that sweep arm's runs (calibrl mode: its rows include the expert row)."""
+    bench = _bench()
+    study = _study(tmp_path / "sweep", "calibrl,grpo", 4, extra=["lams=0.05,0.1"])
+    assert bench.main(["--out", str(study), "--mode", "lam=0.05"]) == 0
+    printed = capsys.readouterr().out
+    assert "lam=0.05: 4 rollouts + 1 expert row a group" in printed and "over 2 seed(s)" in printed
 
 
 def test_a_missing_seed_is_reported_not_counted(tmp_path, capsys):
