@@ -78,8 +78,7 @@ def arm_runs(out: Path, arm: str) -> tuple[dict[int, Path], dict, str]:
         raise LookupError(f"{out} has no arm {arm!r}; its arms: {known}")
     stem = found[0]["run_stem"]
     files = {seed: out / "runs" / f"{stem}-s{seed}" / METRICS_FILE for seed in manifest["preset"]["seeds"]}
-    mode = found[0].get("setting", {}).get("mode", label if group == "mode" else "calibrl")
-    return {seed: path for seed, path in files.items() if path.exists()}, manifest["preset"], mode
+    return {seed: path for seed, path in files.items() if path.exists()}, manifest["preset"], found[0]["setting"]["mode"]
 
 
 def rows_per_group(mode: str, preset: dict) -> str:
