@@ -78,7 +78,8 @@ def arm_runs(out: Path, arm: str) -> tuple[dict[int, Path], dict, str]:
         raise LookupError(f"{out} has no arm {arm!r}; its arms: {known}")
     stem = found[0]["run_stem"]
     files = {seed: out / "runs" / f"{stem}-s{seed}" / METRICS_FILE for seed in manifest["preset"]["seeds"]}
-    return {seed: path for seed, path in files.items() if path.exists()}, manifest["preset"], found[0]["setting"]["mode"]
+    existing = {seed: path for seed, path in files.items() if path.exists()}
+    return existing, manifest["preset"], found[0]["setting"]["mode"]
 
 
 def rows_per_group(mode: str, preset: dict) -> str:
