@@ -125,18 +125,21 @@ def reference_stem(arms: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _seed_pairs(runs: dict[str, Any], stem: str, reference: str | None, seeds: list[int]):
+    """``(run of stem, run of reference)`` for every seed where both completed; none without a reference."""
+    for seed in seeds if reference is not None else ():
+        mine, theirs = runs.get(f"{stem}-s{seed}"), runs.get(f"{reference}-s{seed}")
+        if mine and theirs:
+            yield mine, theirs
+
+
 def paired_difference(runs: dict[str, Any], stem: str, reference: str | None, seeds: list[int],
                       key: str = "final_val_acc") -> dict[str, Any]:
     """Final figure ``key`` (default the final validation accuracy) of ``stem`` minus the reference's, per seed both
     completed (mean_and_spread)."""
-    if reference is None:
-        return mean_and_spread([])
-    differences = []
-    for seed in seeds:
-        mine, theirs = runs.get(f"{stem}-s{seed}"), runs.get(f"{reference}-s{seed}")
-        if mine and theirs and mine["final"].get(key) is not None and theirs["final"].get(key) is not None:
-            differences.append(mine["final"][key] - theirs["final"][key])
-    return mean_and_spread(differences)
+    pairs = [(mine["final"].get(key), theirs["final"].get(key)) for mine, theirs in _seed_pairs(runs, stem, reference,
+                                                                                                  seeds)]  # fmt: skip
+    return mean_and_spread([a - b for a, b in pairs if a is not None and b is not None])
 
 
 #: Curves whose per-step paired difference from the released CalibRL arm the figure shows (top row, right).
@@ -148,13 +151,8 @@ def paired_curve(runs: dict[str, Any], stem: str, reference: str | None, seeds: 
                  curve: str) -> dict[int, dict[str, Any]]:
     """Per step, ``curve`` of ``stem`` minus the reference's on the same seed, over the seeds where both logged that
     step (mean_and_spread per step); empty without a reference."""
-    if reference is None:
-        return {}
     by_step: dict[int, list[float]] = {}
-    for seed in seeds:
-        mine, theirs = runs.get(f"{stem}-s{seed}"), runs.get(f"{reference}-s{seed}")
-        if not (mine and theirs):
-            continue
+    for mine, theirs in _seed_pairs(runs, stem, reference, seeds):
         for step, value in mine["curves"][curve].items():
             if step in theirs["curves"][curve]:
                 by_step.setdefault(int(step), []).append(value - theirs["curves"][curve][step])
@@ -260,10 +258,10 @@ def build_figure(results: dict[str, Any]):
             ax.legend(fontsize=7, title=GROUP_TITLES[curve_group], title_fontsize=7)
     for column in range(len(top_panels), columns):
         axes[0][column].axis("off")
-    bar_rows = [(1, lambda arm: arm["final"]["final_val_acc"], "final val acc")]
+    bar_rows = [(1, lambda arm: arm["final"]["final_val_acc"], "final val acc", False)]
     if paired_row:
-        bar_rows.append((2, lambda arm: arm["paired_vs_reference"], "final val acc minus CalibRL's, same seed"))
-    for row, arm_stats, title in bar_rows:
+        bar_rows.append((2, lambda arm: arm["paired_vs_reference"], "final val acc minus CalibRL's, same seed", True))
+    for row, arm_stats, title, zero_line in bar_rows:
         for column in range(columns):
             ax = axes[row][column]
             if column >= len(groups):
@@ -271,7 +269,7 @@ def build_figure(results: dict[str, Any]):
                 continue
             arms = [a for a in results["arms"] if a["group"] == groups[column]]
             _bars(ax, [a["label"] for a in arms], [arm_stats(a) for a in arms])
-            if row == 2:
+            if zero_line:
                 ax.axhline(0.0, color="black", linewidth=0.8)
             ax.set_title(f"{title}: {GROUP_TITLES[groups[column]]}\n(mean ± std, dots: seeds)", fontsize=9)
     preset = results["preset"]
